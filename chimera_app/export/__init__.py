@@ -1,0 +1,1 @@
+"""Dataset export formats (semantic COCO, indexed PNG masks); Qt-free."""

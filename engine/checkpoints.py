@@ -1,0 +1,92 @@
+"""The checkpoint file: one ``.safetensors`` file whose metadata holds the JSON config.
+
+Tensors only — nothing is ever unpickled. The metadata key ``chimera`` holds a JSON object with
+``format`` (``"chimera-checkpoint"``), ``format_version``, ``kind`` and everything needed to rebuild
+the model with no other input. One file is easy to move, copy and version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from engine.atomic import atomic_write_bytes
+
+from engine.errors import CheckpointError
+
+FORMAT = "chimera-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "chimera"
+
+
+def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write tensors + ``meta`` atomically: a crash or a full disk leaves the old file as it was."""
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(header)}))
+    return Path(path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON config of a checkpoint, reading the header only."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc})") from exc
+    if raw is None:
+        raise CheckpointError(f"{path} is a safetensors file but not a Chimera checkpoint "
+                              f"(no '{METADATA_KEY}' metadata); for plain CLIP weights use clip:<arch>/{path}")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: the checkpoint's config is not valid JSON ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer Chimera (format {meta['format_version']}); "
+                              "update Chimera to read it")
+    return meta
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, config). CheckpointError for a missing, truncated or foreign file."""
+    meta = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is damaged or truncated ({exc})") from exc
+    return tensors, meta
+
+
+def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Load ``tensors`` into ``module`` strictly; a mismatch is a CheckpointError naming the keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        def few(keys):
+            return ", ".join(keys[:5]) + (" …" if len(keys) > 5 else "")
+        parts = [f"{label}: {few(keys)}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise CheckpointError(f"{path} does not match the model its config describes ({'; '.join(parts)})")
+    module.load_state_dict(tensors, strict=True)
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size < 8:
+        raise CheckpointError(f"{path} is empty or truncated")
+    return path

@@ -1,0 +1,176 @@
+"""Model names → ready-to-run segmentation models, and saving/loading them as checkpoints.
+
+Names:
+- ``clip:<arch>/<tag|random|file>`` — training-free dense CLIP (``clip:ViT-B-16/openai``).
+- ``chimera:<preset>/<arch>/<tag|random|file>`` — Chimera-Seg with an untrained body (for training
+  and speed benchmarks), presets from ``engine.chimera.model.PRESETS``.
+- ``shapes-clip``, ``shapes-chimera`` — the bundled offline models in ``resources/models``.
+- a path to a checkpoint written by ``save_model`` / ``chimera-train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine import checkpoints
+from engine.chimera.model import ChimeraConfig, ChimeraSeg, preset
+from engine.clip_loading import (RANDOM, ClipSpec, ProgressCallback, clip_from_config, clip_preprocess,
+                                 create_clip, model_config)
+from engine.dense_clip import DenseCLIP
+from engine.errors import CheckpointError, ModelNameError
+from engine.tiling import InferenceConfig
+
+BUNDLED = ("shapes-clip", "shapes-chimera")
+DENSE_CLIP, CHIMERA_SEG = "dense-clip", "chimera-seg"
+
+
+@dataclasses.dataclass
+class SegmentationModel:
+    """A dense encoder in CLIP space plus what is needed to score it against class names."""
+
+    name: str
+    kind: str  # DENSE_CLIP or CHIMERA_SEG
+    encoder: nn.Module  # images B x 3 x H x W → unit features B x C x H/s x W/s; has .output_stride
+    clip: nn.Module  # the open_clip model; its text tower embeds class prompts
+    clip_spec: ClipSpec
+    clip_model_cfg: dict
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    logit_scale: float
+    templates: str | list[str]
+    seen_classes: list[str] = dataclasses.field(default_factory=list)
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def output_stride(self) -> int:
+        return self.encoder.output_stride
+
+
+def _clip_model_cfg(spec: ClipSpec, clip: nn.Module) -> dict:
+    cfg = model_config(spec.arch)
+    # QuickGELU is decided by the weights, not the architecture name: record what was built.
+    from open_clip.transformer import QuickGELU
+
+    cfg["quick_gelu"] = any(isinstance(m, QuickGELU) for m in clip.modules())
+    return cfg
+
+
+def dense_clip_model(spec: ClipSpec, progress: ProgressCallback | None = None,
+                     last_block: str = "value") -> SegmentationModel:
+    clip = create_clip(spec, progress)
+    mean, std = clip_preprocess(clip)
+    return SegmentationModel(
+        name=f"clip:{spec}", kind=DENSE_CLIP, encoder=DenseCLIP(clip.visual, last_block), clip=clip,
+        clip_spec=spec, clip_model_cfg=_clip_model_cfg(spec, clip), mean=mean, std=std,
+        logit_scale=min(100.0, float(clip.logit_scale.detach().exp())), templates="zegclip15",
+        info={"last_block": last_block})
+
+
+def chimera_model(cfg: ChimeraConfig, progress: ProgressCallback | None = None,
+                  clip: nn.Module | None = None, name: str | None = None) -> SegmentationModel:
+    """A Chimera-Seg model with fresh (untrained) body and adapter."""
+    spec = ClipSpec.parse(cfg.clip)
+    clip = clip if clip is not None else create_clip(spec, progress)
+    mean, std = clip_preprocess(clip)
+    return SegmentationModel(
+        name=name or f"chimera:{cfg.body.backbone}/{spec}", kind=CHIMERA_SEG,
+        encoder=ChimeraSeg(cfg, clip).eval(), clip=clip, clip_spec=spec,
+        clip_model_cfg=_clip_model_cfg(spec, clip), mean=mean, std=std, logit_scale=1.0 / cfg.tau,
+        templates=cfg.templates, seen_classes=list(cfg.seen_classes))
+
+
+def bundled_model_path(name: str) -> Path:
+    path = resources.files("resources") / "models" / f"{name}.safetensors"
+    if not path.is_file():
+        raise ModelNameError(f"the bundled model {name!r} is not in this installation (expected {path}); "
+                             "it is built by `chimera-train` (see README) and shipped in resources/models")
+    return Path(str(path))
+
+
+def build_model(name: str, progress: ProgressCallback | None = None) -> SegmentationModel:
+    """Resolve any model name of this module's docstring."""
+    name = str(name).strip()
+    if name.startswith("clip:"):
+        return dense_clip_model(ClipSpec.parse(name[5:]), progress)
+    if name.startswith("chimera:"):
+        preset_name, sep, clip = name[8:].partition("/")
+        if not sep:
+            raise ModelNameError(f"{name!r}: expected chimera:<preset>/<clip arch>/<clip weights>")
+        return chimera_model(ChimeraConfig(body=preset(preset_name), clip=clip), progress, name=name)
+    if name in BUNDLED:
+        return load_model(bundled_model_path(name), name=name)
+    if os.path.exists(os.path.expanduser(name)) or name.endswith(".safetensors"):
+        return load_model(name, progress=progress)
+    raise ModelNameError(f"unknown model {name!r}: use {', '.join(BUNDLED)}, clip:<arch>/<tag>, "
+                         "chimera:<preset>/<arch>/<tag>, or a checkpoint path")
+
+
+def save_model(model: SegmentationModel, path: str | os.PathLike, embed_clip: bool | None = None,
+               info: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a self-describing checkpoint.
+
+    The CLIP weights are embedded when they cannot be re-resolved by tag (random or local-file
+    weights, and always for dense CLIP); ``embed_clip=True`` forces it (self-contained files).
+    """
+    if embed_clip is None:
+        embed_clip = model.kind == DENSE_CLIP or model.clip_spec.weights == RANDOM or model.clip_spec.is_file
+    tensors = {}
+    if model.kind == CHIMERA_SEG:
+        tensors.update({f"model.{k}": v for k, v in model.encoder.state_dict().items()})
+    if embed_clip:
+        tensors.update({f"clip.{k}": v for k, v in model.clip.state_dict().items()})
+    meta = {
+        "kind": model.kind,
+        "name": model.name,
+        "clip": {"spec": str(model.clip_spec), "model_cfg": model.clip_model_cfg, "embedded": embed_clip,
+                 "mean": list(model.mean), "std": list(model.std)},
+        "logit_scale": model.logit_scale,
+        "templates": model.templates,
+        "seen_classes": model.seen_classes,
+        "inference": model.inference.to_dict(),
+        "info": {**model.info, **(info or {})},
+    }
+    if model.kind == CHIMERA_SEG:
+        meta["model"] = model.encoder.cfg.to_dict()
+    return checkpoints.write_checkpoint(path, tensors, meta)
+
+
+def load_model(path: str | os.PathLike, name: str | None = None,
+               progress: ProgressCallback | None = None) -> SegmentationModel:
+    """Rebuild a model from a checkpoint with no other input (CheckpointError when it can't)."""
+    tensors, meta = checkpoints.read_checkpoint(path)
+    try:
+        clip_meta, kind = meta["clip"], meta["kind"]
+        spec = ClipSpec.parse(clip_meta["spec"])
+        if clip_meta["embedded"]:
+            clip = clip_from_config(clip_meta["model_cfg"])
+            checkpoints.load_state(clip, _strip(tensors, "clip."), path)
+        else:
+            clip = create_clip(spec, progress)
+        if kind == DENSE_CLIP:
+            encoder = DenseCLIP(clip.visual, meta.get("info", {}).get("last_block", "value"))
+        elif kind == CHIMERA_SEG:
+            encoder = ChimeraSeg(ChimeraConfig.from_dict(meta["model"]), clip)
+            checkpoints.load_state(encoder, _strip(tensors, "model."), path)
+        else:
+            raise CheckpointError(f"{path}: unknown model kind {kind!r}")
+        return SegmentationModel(
+            name=name or str(path), kind=kind, encoder=encoder.eval(), clip=clip.eval(), clip_spec=spec,
+            clip_model_cfg=clip_meta["model_cfg"], mean=tuple(clip_meta["mean"]), std=tuple(clip_meta["std"]),
+            logit_scale=float(meta["logit_scale"]), templates=meta["templates"],
+            seen_classes=list(meta.get("seen_classes", [])),
+            inference=InferenceConfig(**meta.get("inference", {})), info=meta.get("info", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint's config is incomplete or invalid ({exc!r})") from exc
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,0 +1,82 @@
+"""Cached features + class embeddings → a full-resolution label map and confidence map.
+
+The cheap half of the pipeline, re-run on every change of class names. Logits are computed on the
+feature grid, upsampled bilinearly (PyTorch's half-pixel rule, ``align_corners=False``) to the
+original image size band by band, so a 100 MP image never holds ``K x H x W`` floats at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+BAND_ELEMENTS = 1 << 23  # floats per upsampled band (32 MB in fp32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringRule:
+    """How probabilities become labels.
+
+    - ``min_confidence``: a pixel whose best class probability is below it stays unlabeled (-1);
+      0 gives every pixel its best class.
+    - ``num_background``: the last this-many classes are background prompts: they compete in the
+      softmax, but pixels they win are unlabeled.
+    - ``calibration`` (γ of PAPER.md §5): subtracted from the probabilities of ``seen`` classes
+      before the argmax, to counter a trained model's bias towards the classes it was trained on.
+    """
+
+    logit_scale: float
+    min_confidence: float = 0.0
+    num_background: int = 0
+    calibration: float = 0.0
+    seen: tuple[bool, ...] = ()
+
+
+def _axis_weights(out_len: int, in_len: int, device: torch.device):
+    """Source indices and weights of 1-D linear interpolation with ``align_corners=False``."""
+    src = (torch.arange(out_len, device=device, dtype=torch.float64) + 0.5) * (in_len / out_len) - 0.5
+    src = src.clamp(min=0)
+    i0 = src.floor().long().clamp(max=in_len - 1)
+    i1 = (i0 + 1).clamp(max=in_len - 1)
+    w1 = (src - i0).float()
+    return i0, i1, 1 - w1, w1
+
+
+def label_maps(features: torch.Tensor, text: torch.Tensor, size: tuple[int, int],
+               rule: ScoringRule) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``C x h x w`` and unit text embeddings ``K x C`` → (labels, confidence).
+
+    ``labels``: ``H x W`` int32 index into the non-background classes, -1 = unlabeled.
+    ``confidence``: ``H x W`` float32 in [0, 1], the softmax probability of the best class.
+    """
+    height, width = size
+    num_classes = text.shape[0]
+    if num_classes - rule.num_background < 1:
+        raise ValueError("at least one class besides the background prompts is needed")
+    device = features.device
+    logits = torch.einsum("chw,kc->khw", features.float(), text.to(device).float()) * rule.logit_scale
+    x0, x1, wx0, wx1 = _axis_weights(width, logits.shape[2], device)
+    logits = logits[:, :, x0] * wx0 + logits[:, :, x1] * wx1  # K x h x W
+    y0, y1, wy0, wy1 = _axis_weights(height, logits.shape[1], device)
+    offset = None
+    if rule.calibration and rule.seen:
+        seen = torch.tensor(rule.seen + (False,) * (num_classes - len(rule.seen)), device=device)
+        offset = (seen.float() * rule.calibration).view(-1, 1, 1)
+    labels = np.empty((height, width), np.int32)
+    confidence = np.empty((height, width), np.float32)
+    band = max(1, BAND_ELEMENTS // max(1, num_classes * width))
+    for top in range(0, height, band):
+        rows = slice(top, min(top + band, height))
+        a = logits[:, y0[rows]] * wy0[rows].view(1, -1, 1) + logits[:, y1[rows]] * wy1[rows].view(1, -1, 1)
+        prob = a.softmax(dim=0)
+        best = (prob - offset if offset is not None else prob).argmax(dim=0)
+        conf = prob.gather(0, best.unsqueeze(0))[0]
+        unlabeled = best >= num_classes - rule.num_background
+        if rule.min_confidence > 0:
+            unlabeled |= conf < rule.min_confidence
+        best = best.to(torch.int32).masked_fill_(unlabeled, -1)
+        labels[rows] = best.cpu().numpy()
+        confidence[rows] = conf.cpu().numpy()
+    return labels, confidence

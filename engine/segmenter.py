@@ -1,0 +1,180 @@
+"""The engine contract: encode an image once, then segment it for any list of class names.
+
+    seg = load_segmenter("shapes-chimera", device="auto")
+    seg.set_image(rgb)                     # H x W x 3 uint8; encodes and caches
+    out = seg.segment(["circle", "star"])  # labels H x W int32 (-1 = unlabeled), confidence float32
+
+Encoding (the expensive half) resizes the image to the model's scale, runs sliding windows in
+batches and keeps the averaged feature grid in an LRU cache keyed by the image content. Segmenting
+(the cheap half) embeds only class phrases it has not seen before and scores the cached grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from engine import tiling
+from engine.devices import DeviceChoice, choose
+from engine.models import SegmentationModel, build_model
+from engine.clip_loading import ProgressCallback
+from engine.scoring import ScoringRule, label_maps
+from engine.text import TextEncoder, parse_classes
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFeatures:
+    """The cached encoding of one image: the feature grid and the original size."""
+
+    features: torch.Tensor  # C x h x w (average of unit window features), on the model's device
+    size: tuple[int, int]  # (height, width) of the original image
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation:
+    labels: np.ndarray  # H x W int32: index into ``classes``, -1 = unlabeled
+    confidence: np.ndarray  # H x W float32 in [0, 1]
+    classes: tuple[str, ...]
+
+
+def image_key(rgb: np.ndarray) -> str:
+    """Content hash of an image array (same pixels → same key, whatever the file name)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(rgb.shape).encode())
+    h.update(np.ascontiguousarray(rgb).data)
+    return h.hexdigest()
+
+
+def check_rgb(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        got = f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}"
+        raise TypeError(f"expected an H x W x 3 uint8 RGB array (use engine.load_image), got {got}")
+    if min(rgb.shape[:2]) < 1:
+        raise ValueError("the image is empty")
+
+
+class Segmenter:
+    """Runs a ``SegmentationModel`` on one device; caches image features and text embeddings.
+
+    Args:
+        model: what ``engine.models.build_model`` returns.
+        device: a ``DeviceChoice`` (device + dtype + the reason, for display).
+        batch_size: windows per forward pass.
+        cache_images: how many encoded images the LRU keeps.
+        min_confidence: default unlabeled rule (see ``engine.scoring.ScoringRule``).
+        calibration: default γ, subtracted from the probabilities of the model's seen classes.
+    """
+
+    def __init__(self, model: SegmentationModel, device: DeviceChoice, batch_size: int = 4,
+                 cache_images: int = 8, min_confidence: float = 0.0, calibration: float = 0.0):
+        self.model = model
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+        self.cache_images = max(1, int(cache_images))
+        self.min_confidence = min_confidence
+        self.calibration = calibration
+        model.encoder.to(device.device, device.dtype).eval()
+        model.clip.to(device.device, device.dtype).eval()
+        self.text = TextEncoder(model.clip, model.templates)
+        self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
+        self._current: str | None = None
+        self.images_encoded = 0  # counts real encodes, so tests can prove the cache works
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def describe(self) -> str:
+        return f"{self.model.name} on {self.device.describe()}"
+
+    # -- encoding -------------------------------------------------------------------------------
+    def encode(self, images: Sequence[np.ndarray]) -> list[ImageFeatures]:
+        """Encode several images, batching their windows together (no caching)."""
+        stride, cfg = self.model.output_stride, self.model.inference
+        grids, crops = [], []  # crops: (image index, top, left, 3 x h x w tensor)
+        for index, rgb in enumerate(images):
+            check_rgb(rgb)
+            size = tiling.encode_size(rgb.shape[0], rgb.shape[1], cfg, stride)
+            tensor = tiling.to_tensor(tiling.resize_for_encoding(rgb, size), self.model.mean, self.model.std)
+            grids.append((size[0] // stride, size[1] // stride))
+            crops.extend((index, y, x, tensor[:, y:y + h, x:x + w])
+                         for y, x, h, w in tiling.windows(*size, cfg, stride))
+        by_shape: dict[tuple[int, ...], list] = {}
+        for crop in crops:  # only same-sized windows can share a batch
+            by_shape.setdefault(tuple(crop[3].shape), []).append(crop)
+        canvases: dict[int, tiling.FeatureCanvas] = {}
+        for group in by_shape.values():
+            for start in range(0, len(group), self.batch_size):
+                part = group[start:start + self.batch_size]
+                feats = self._forward(torch.stack([c[3] for c in part]))
+                for (index, y, x, _), feat in zip(part, feats):
+                    if index not in canvases:
+                        canvases[index] = tiling.FeatureCanvas(feat.shape[0], grids[index], stride, feat.device)
+                    canvases[index].add(feat, y, x)
+        self.images_encoded += len(images)
+        return [ImageFeatures(canvases[i].result(), rgb.shape[:2]) for i, rgb in enumerate(images)]
+
+    @torch.inference_mode()
+    def _forward(self, crops: torch.Tensor) -> torch.Tensor:
+        x = crops.to(self.device.device, self.device.dtype, non_blocking=True)
+        return self.model.encoder(x).float()
+
+    def set_image(self, rgb: np.ndarray, key: str | None = None) -> str:
+        """Make ``rgb`` the current image, encoding it unless its features are cached. Returns its key."""
+        check_rgb(rgb)
+        key = key or image_key(rgb)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
+            self._cache[key] = self.encode([rgb])[0]
+            while len(self._cache) > self.cache_images:
+                self._cache.popitem(last=False)
+        self._current = key
+        return key
+
+    def features(self, key: str | None = None) -> ImageFeatures:
+        key = key or self._current
+        if key is None or key not in self._cache:
+            raise RuntimeError("no image set: call set_image(rgb) first")
+        return self._cache[key]
+
+    # -- scoring --------------------------------------------------------------------------------
+    def segment(self, classes: Sequence[str], *, background: Sequence[str] = (),
+                min_confidence: float | None = None, calibration: float | None = None,
+                features: ImageFeatures | None = None) -> Segmentation:
+        """Label every pixel of the current image (or of ``features``) with one of ``classes``.
+
+        ``background``: extra phrases that compete with the classes but whose pixels stay unlabeled
+        (e.g. ``["sky", "wall"]`` when only the objects matter). ``min_confidence`` and
+        ``calibration`` override the segmenter's defaults for this call.
+        """
+        classes = tuple(str(c) for c in classes)
+        parse_classes(list(classes) + list(background))  # one namespace: no phrase in both lists
+        feats = features or self.features()
+        text = self.text.encode(list(classes) + list(background)).to(feats.features.device)
+        seen = {c.casefold() for c in self.model.seen_classes}
+        rule = ScoringRule(
+            logit_scale=self.model.logit_scale,
+            min_confidence=self.min_confidence if min_confidence is None else min_confidence,
+            num_background=len(background),
+            calibration=self.calibration if calibration is None else calibration,
+            seen=tuple(any(p.casefold() in seen for p in phrases)
+                       for phrases in parse_classes(list(classes))))
+        labels, confidence = label_maps(feats.features, text, feats.size, rule)
+        return Segmentation(labels, confidence, classes)
+
+
+def load_segmenter(name_or_path: str, device: str = "auto", precision: str = "auto",
+                   progress: ProgressCallback | None = None, **options) -> Segmenter:
+    """Build the model named ``name_or_path`` (see ``engine.models``) on ``device``.
+
+    ``precision``: ``auto`` (bf16 on GPUs and on CPUs where it measures faster), ``fp32``, ``bf16``.
+    Other keyword options go to ``Segmenter``.
+    """
+    choice = choose(device, precision)
+    return Segmenter(build_model(name_or_path, progress), choice, **options)

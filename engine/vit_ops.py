@@ -1,0 +1,101 @@
+"""Pieces of an open_clip ``VisionTransformer`` forward pass, usable at any input size.
+
+open_clip runs its ViT only at the size it was built for. Dense prediction needs the patch tokens of
+any image size (the positional embedding interpolated to the new grid) and needs to run a subset of
+the blocks (the CLIP Semantic Head reuses the last N). Shapes: B batch, N patches, W width, C CLIP
+embedding dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+from torch import nn
+
+from engine.errors import ModelNameError
+
+
+def check_dense_capable(visual: nn.Module) -> VisionTransformer:
+    """Raise ModelNameError unless ``visual`` is a plain open_clip ViT with a class token."""
+    if not isinstance(visual, VisionTransformer):
+        raise ModelNameError(f"dense features need an open_clip ViT image tower, not {type(visual).__name__}")
+    if visual.attn_pool is not None or visual.final_ln_after_pool or visual.pool_type != "tok":
+        raise ModelNameError("dense features need a ViT that pools its class token "
+                             "(attentional or average pooling is not supported)")
+    if not all(isinstance(b, ResidualAttentionBlock) for b in visual.transformer.resblocks):
+        raise ModelNameError("dense features need standard open_clip transformer blocks")
+    return visual
+
+
+def patch_size(visual: VisionTransformer) -> int:
+    ph, pw = visual.patch_size
+    if ph != pw:
+        raise ModelNameError("non-square patches are not supported")
+    return ph
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a ``(1 + n*n) x W`` class+patch positional embedding to ``(1 + gh*gw) x W``.
+
+    Bicubic with antialiasing, exactly as open_clip resizes state dicts, so a model built for a
+    larger image and our run-time resize agree.
+    """
+    cls_pos, patch_pos = pos_embed[:1], pos_embed[1:]
+    side = int(round(patch_pos.shape[0] ** 0.5))
+    if side * side != patch_pos.shape[0]:
+        raise ModelNameError("the positional embedding is not a square grid")
+    if (side, side) == tuple(grid):
+        return pos_embed
+    dtype = patch_pos.dtype
+    patch_pos = patch_pos.float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    patch_pos = F.interpolate(patch_pos, size=tuple(grid), mode="bicubic", antialias=True, align_corners=False)
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(dtype)
+    return torch.cat([cls_pos, patch_pos], dim=0)
+
+
+def embed_patches(visual: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Images ``B x 3 x H x W`` (CLIP-normalised) → tokens ``B x (1+N) x W`` before the first block.
+
+    Pixels beyond the last whole patch are dropped, as in ``conv1`` itself.
+    """
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    grid = (x.shape[2], x.shape[3])
+    x = x.flatten(2).transpose(1, 2)
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1)
+    x = x + interpolate_pos_embed(visual.positional_embedding, grid).to(x.dtype)
+    return visual.ln_pre(x), grid
+
+
+def value_only_block(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
+    """Run ``block`` as if every token attended only to itself (MaskCLIP's last block).
+
+    With an identity attention mask softmax puts all weight on the token itself, so attention reduces
+    to the value projection; computing that directly skips the N x N attention matrix.
+    """
+    attn = block.attn
+    width = x.shape[-1]
+    v = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:])
+    x = x + block.ls_1(attn.out_proj(v))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def run_blocks(blocks: nn.ModuleList | list, x: torch.Tensor, value_only_last: bool = False) -> torch.Tensor:
+    """Tokens ``B x L x W`` through ``blocks`` (batch-first); optionally the last one value-only."""
+    last = len(blocks) - 1
+    for i, block in enumerate(blocks):
+        x = value_only_block(block, x) if (value_only_last and i == last) else block(x)
+    return x
+
+
+def project_tokens(ln_post: nn.Module, proj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Tokens ``B x L x W`` → CLIP space ``B x L x C`` (CLIP's own ``ln_post`` and ``proj``)."""
+    return ln_post(x) @ proj.to(x.dtype)
+
+
+def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Patch tokens ``B x N x C`` → L2-normalised feature map ``B x C x gh x gw``."""
+    b, n, c = tokens.shape
+    fmap = tokens.transpose(1, 2).reshape(b, c, grid[0], grid[1])
+    return F.normalize(fmap.float(), dim=1)

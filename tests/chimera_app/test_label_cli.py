@@ -1,0 +1,146 @@
+"""chimera-label end to end: real files in, COCO + PNG masks out, checked with pycocotools."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from chimera_app.export.coco import validate_coco
+from chimera_app.export.png_masks import read_index_png
+from chimera_app.label_cli import main, split_class_list
+from engine import load_image, load_segmenter
+from engine.models import build_model, save_model
+
+CLASSES = "red disc,green; grass,blue sky"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(11)
+    return str(save_model(build_model("clip:chimera-tiny/random"), tmp_path_factory.mktemp("m") / "tiny.safetensors"))
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    root = tmp_path / "images"
+    (root / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, size in [("a.png", (120, 160)), ("nested/b.png", (90, 70))]:
+        img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        img[: size[0] // 2] = (220, 20, 20)
+        Image.fromarray(img).save(root / name)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 80 wide x 40 high, shown rotated: 40 wide x 80 high
+    Image.fromarray(rng.integers(0, 255, (40, 80, 3), dtype=np.uint8)).save(root / "rotated.jpg", exif=exif)
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root
+
+
+def _run(*argv):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, err.getvalue()
+
+
+def test_split_class_list():
+    assert split_class_list(" road, car;automobile ,,tree ") == ["road", "car;automobile", "tree"]
+
+
+def test_prelabel_folder_to_coco_and_png(tmp_path, image_dir, model_path):
+    out, masks = tmp_path / "coco.json", tmp_path / "masks"
+    code, err = _run(image_dir, "--classes", CLASSES, "--model", model_path, "--out", out,
+                     "--png-dir", masks, "--quiet", "--device", "cpu")
+    assert code == 0, err
+    assert "skipped corrupt.jpg" in err and "3 images" in err
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(out))
+    data = json.loads(out.read_text())
+    assert validate_coco(data, expected_classes=["red disc", "green", "blue sky"]) == []
+    assert [c["id"] for c in data["categories"]] == [1, 2, 3]
+    assert [i["file_name"] for i in data["images"]] == ["a.png", "nested/b.png", "rotated.jpg"]
+    ids = [a["id"] for a in data["annotations"]]
+    assert min(ids) >= 1 and len(set(ids)) == len(ids)
+    rotated = next(i for i in data["images"] if i["file_name"] == "rotated.jpg")
+    assert (rotated["width"], rotated["height"]) == (40, 80)  # after EXIF rotation
+
+    seg = load_segmenter(model_path, device="cpu", precision="auto")
+    for img in data["images"]:
+        png = read_index_png((masks / img["file_name"]).with_suffix(".png"))
+        assert png.shape == (img["height"], img["width"])
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))
+        rebuilt = np.zeros_like(png)
+        for ann in anns:
+            m = coco.annToMask(ann).astype(bool)
+            assert not (rebuilt[m] > 0).any()  # class masks are disjoint
+            rebuilt[m] = ann["category_id"]
+        np.testing.assert_array_equal(rebuilt, png)  # COCO == PNG, bit for bit
+        seg.set_image(load_image(image_dir / img["file_name"]))
+        expected = seg.segment(split_class_list(CLASSES)).labels + 1
+        np.testing.assert_array_equal(png, expected)  # and both are what the engine predicted
+
+    results = [dict(a, score=1.0) for a in data["annotations"]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(coco, coco.loadRes(results), iouType="segm")
+        evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
+    assert evaluation.stats[0] == pytest.approx(1.0)
+    assert json.loads((masks / "classes.json").read_text())["classes"][1]["name"] == "green"
+
+
+def test_min_confidence_leaves_pixels_without_annotation(tmp_path, image_dir, model_path):
+    out = tmp_path / "coco.json"
+    code, err = _run(image_dir, "--classes", CLASSES, "--model", model_path, "--out", out,
+                     "--min-confidence", "0.6", "--quiet", "--device", "cpu")
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    for img in data["images"]:
+        area = sum(a["area"] for a in data["annotations"] if a["image_id"] == img["id"])
+        assert area < img["width"] * img["height"]
+
+
+@pytest.mark.parametrize("classes, message", [("road,,Road", "classes 1 and 2"), (" , ", "empty")])
+def test_bad_class_names_fail_before_any_work(tmp_path, image_dir, model_path, classes, message):
+    code, err = _run(image_dir, "--classes", classes, "--model", model_path, "--out", tmp_path / "c.json")
+    assert code != 0 and not (tmp_path / "c.json").exists()
+    assert message in err or "required" in err
+
+
+def test_bad_model_and_empty_folder_are_reported(tmp_path, image_dir):
+    code, err = _run(image_dir, "--classes", "a", "--model", "nosuch-model", "--out", tmp_path / "c.json")
+    assert code == 1 and "unknown model" in err
+    (tmp_path / "empty").mkdir()
+    code, err = _run(tmp_path / "empty", "--classes", "a", "--model", "clip:chimera-tiny/random",
+                     "--out", tmp_path / "c.json")
+    assert code == 1 and "no images found" in err
+    code, err = _run("--download", "clip:ViT-B-16/openai")
+    assert code == 1 and "offline" in err
+
+
+def test_png_name_collisions_are_refused(tmp_path, image_dir, model_path):
+    Image.new("RGB", (20, 20)).save(image_dir / "a.jpg")  # a.png exists: both would write a.png
+    code, err = _run(image_dir, "--classes", "x", "--model", model_path, "--out", tmp_path / "c.json",
+                     "--png-dir", tmp_path / "m")
+    assert code == 1 and "a.jpg" in err and "a.png" in err
+
+
+def test_torchrun_two_processes_merge_into_the_same_file(tmp_path, image_dir, model_path):
+    single, double = tmp_path / "one.json", tmp_path / "two.json"
+    args = [str(image_dir), "--classes", CLASSES, "--model", model_path, "--quiet", "--device", "cpu"]
+    assert _run(*args, "--out", single)[0] == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29533", "-m", "chimera_app.label_cli", *args, "--out", str(double)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = json.loads(single.read_text()), json.loads(double.read_text())
+    for key in ("images", "annotations", "categories"):
+        assert a[key] == b[key]

@@ -1,0 +1,30 @@
+"""Test-wide settings: no network, no display, small thread pools, tiny shared models."""
+
+import os
+
+# Before anything imports huggingface_hub or Qt: never touch the network, render offscreen.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TINY_CLIP = "chimera-tiny"  # resources/clip_configs/chimera-tiny.json
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """A random-weight tiny CLIP (fp32, eval). Shared: tests must not modify it."""
+    from engine.clip_loading import ClipSpec, create_clip
+
+    torch.manual_seed(0)
+    return create_clip(ClipSpec(TINY_CLIP, "random"))
+
+
+@pytest.fixture
+def tiny_segmenter():
+    """A fresh dense-CLIP segmenter on the tiny random CLIP, CPU fp32."""
+    from engine import load_segmenter
+
+    torch.manual_seed(0)
+    return load_segmenter(f"clip:{TINY_CLIP}/random", device="cpu", precision="fp32")

@@ -1,0 +1,80 @@
+"""Class phrases, prompt ensembles, trimming and the text cache."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.errors import ClassNameError
+from engine.text import TextEncoder, encode_text_trimmed, load_templates, parse_classes, split_phrases
+
+
+def test_trimmed_text_encoding_is_identical_to_open_clip(tiny_clip):
+    import open_clip
+
+    tokens = open_clip.get_tokenizer("ViT-B-16")(["a photo of a cat.", "dog", "a very much longer prompt here"])
+    with torch.no_grad():
+        torch.testing.assert_close(encode_text_trimmed(tiny_clip, tokens), tiny_clip.encode_text(tokens),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_phrases_are_split_and_cleaned():
+    assert split_phrases(" car ;  automobile ;; ") == ["car", "automobile"]
+    assert split_phrases("traffic   light") == ["traffic light"]
+    assert parse_classes(["road", "car; automobile"]) == [["road"], ["car", "automobile"]]
+
+
+@pytest.mark.parametrize("classes, words", [
+    ([], "empty"),
+    (["road", "  "], "class 2 has an empty name"),
+    (["road", ";"], "empty name"),
+    (["Car", "car"], "classes 1 and 2"),
+    (["car; auto", "bus; AUTO"], "classes 1 and 2"),
+    (["car; car"], "twice"),
+])
+def test_bad_class_lists_raise_clear_errors(classes, words):
+    with pytest.raises(ClassNameError, match=words):
+        parse_classes(classes)
+
+
+def test_templates_load_by_name_and_validate():
+    assert load_templates("single") == ["a photo of a {}."]
+    assert len(load_templates("zegclip15")) == 15
+    with pytest.raises(ValueError, match="unknown prompt template set"):
+        load_templates("nope")
+    with pytest.raises(ValueError, match="exactly one"):
+        load_templates(["no placeholder"])
+
+
+def test_ensemble_is_normalised_mean_over_templates_and_phrases(tiny_clip):
+    import open_clip
+
+    templates = ["a photo of a {}.", "a drawing of the {}."]
+    encoder = TextEncoder(tiny_clip, templates)
+    tokenizer = open_clip.get_tokenizer("ViT-B-16")
+
+    def phrase(p):
+        with torch.no_grad():
+            e = F.normalize(tiny_clip.encode_text(tokenizer([t.format(p) for t in templates])), dim=-1)
+        return F.normalize(e.mean(0), dim=0)
+
+    out = encoder.encode(["car; automobile", "tree"])
+    expected_car = F.normalize((phrase("car") + phrase("automobile")) / 2, dim=0)
+    torch.testing.assert_close(out[0], expected_car, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[1], phrase("tree"), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
+
+
+def test_text_cache_encodes_each_phrase_once(tiny_clip):
+    encoder = TextEncoder(tiny_clip, "single")
+    first = encoder.encode(["road", "car; automobile"])
+    assert encoder.phrases_encoded == 3
+    again = encoder.encode(["car; automobile", "road", "tree"])  # reordered + one new class
+    assert encoder.phrases_encoded == 4
+    torch.testing.assert_close(again[0], first[1])
+    torch.testing.assert_close(again[1], first[0])
+
+
+def test_text_cache_is_bounded(tiny_clip):
+    encoder = TextEncoder(tiny_clip, "single", cache_size=2)
+    encoder.encode(["a", "b", "c"])
+    assert len(encoder._cache) == 2

@@ -1,0 +1,1 @@
+"""chimera-train: zero-shot training, evaluation and the shapes world (depends on engine, never on Qt)."""
