@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chimera_app.export.coco import ClassMask, encode_label_map
-from chimera_app.export.png_masks import write_index_png
+from engine.formats.coco import ClassMask, encode_label_map
+from engine.formats.png_masks import write_index_png
 from engine import ChimeraError, Segmenter, load_image
 
 

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 
-from chimera_app import distributed
+from engine import distributed
 from chimera_app.batch_label import LabelOptions, check_png_collisions, label_images, relative_name
-from chimera_app.export.coco import CocoBuilder, validate_coco, write_coco
-from chimera_app.export.png_masks import write_class_list
+from engine.formats.coco import CocoBuilder, validate_coco, write_coco
+from engine.formats.png_masks import write_class_list
 from engine import ChimeraError, find_images, load_segmenter
 from engine.clip_loading import ClipSpec, fetch_weights, hf_cache_dir
 from engine.text import parse_classes

@@ -80,6 +80,7 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: 
         parts = [f"{label}: {few(keys)}" for label, keys in
                  (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
         raise CheckpointError(f"{path} does not match the model its config describes ({'; '.join(parts)})")
+    # Stored in a smaller float type (fp16 bundles)? Loading copies into the module's own dtype.
     module.load_state_dict(tensors, strict=True)
 
 

@@ -27,6 +27,7 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while weights download; total is 0 when unknown."""
 
 RANDOM = "random"
+BUNDLED_PREFIX = "bundled:"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -52,10 +53,28 @@ class ClipSpec:
 
     @property
     def is_file(self) -> bool:
-        return self.weights.lower().endswith(WEIGHT_SUFFIXES) or os.path.sep in self.weights
+        return (self.weights.startswith(BUNDLED_PREFIX) or self.weights.lower().endswith(WEIGHT_SUFFIXES)
+                or os.path.sep in self.weights)
+
+    def weights_path(self) -> Path:
+        """The local file of file-based weights (``bundled:<name>`` → ``resources/models/<name>``)."""
+        if self.weights.startswith(BUNDLED_PREFIX):
+            return bundled_model_path(self.weights[len(BUNDLED_PREFIX):])
+        return Path(self.weights).expanduser()
 
     def __str__(self) -> str:
         return f"{self.arch}/{self.weights}"
+
+
+def bundled_model_path(name: str) -> Path:
+    """A model shipped in ``resources/models`` (the shapes-world models)."""
+    from engine.errors import ModelNameError
+
+    path = resources.files("resources") / "models" / f"{name}.safetensors"
+    if not path.is_file():
+        raise ModelNameError(f"the bundled model {name!r} is not in this installation (expected {path}); "
+                             "`chimera-train bundle` builds it (see README)")
+    return Path(str(path))
 
 
 def register_bundled_configs() -> None:
@@ -128,9 +147,12 @@ def _progress_tqdm(callback: ProgressCallback):
     from tqdm.auto import tqdm
 
     class CallbackTqdm(tqdm):
+        done = 0  # own count: a disabled bar (HF_HUB_DISABLE_PROGRESS_BARS) does not keep ``n``
+
         def update(self, n=1):
             out = super().update(n)
-            callback(int(self.n), int(self.total or 0))
+            self.done += n or 0
+            callback(int(self.done), int(self.total or 0))
             return out
 
     return CallbackTqdm
@@ -140,7 +162,7 @@ def fetch_weights(spec: ClipSpec, progress: ProgressCallback | None = None,
                   offline: bool | None = None) -> Path:
     """Return a local weights file for ``spec``: the file itself, the cached copy, or a download."""
     if spec.is_file:
-        path = Path(spec.weights).expanduser()
+        path = spec.weights_path()
         if not path.is_file():
             raise WeightsNotFoundError(f"CLIP weights file not found: {path}")
         return path
@@ -174,6 +196,8 @@ def create_clip(spec: ClipSpec, progress: ProgressCallback | None = None,
     if spec.weights == RANDOM:
         with _quiet_open_clip():  # it logs a warning for random weights, which here are intended
             model = open_clip.create_model(spec.arch, pretrained=None)
+    elif spec.is_file and _is_chimera_checkpoint(fetch_weights(spec)):
+        model = _clip_from_checkpoint(fetch_weights(spec))
     else:
         path = fetch_weights(spec, progress, offline)
         quick_gelu = False if spec.is_file else bool(
@@ -183,6 +207,32 @@ def create_clip(spec: ClipSpec, progress: ProgressCallback | None = None,
                                            force_quick_gelu=quick_gelu or cfg.get("quick_gelu", False))
         except (RuntimeError, KeyError, ValueError, OSError) as exc:
             raise WeightsNotFoundError(f"cannot load CLIP weights {path} into {spec.arch}: {exc}") from exc
+    return model.eval()
+
+
+def _is_chimera_checkpoint(path: Path) -> bool:
+    if path.suffix != ".safetensors":
+        return False
+    from engine.checkpoints import read_metadata
+    from engine.errors import CheckpointError
+
+    try:
+        read_metadata(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def _clip_from_checkpoint(path: Path) -> open_clip.CLIP:
+    """The CLIP embedded in a Chimera checkpoint (e.g. the bundled shapes-clip)."""
+    from engine.checkpoints import load_state, read_checkpoint
+    from engine.errors import CheckpointError
+
+    tensors, meta = read_checkpoint(path)
+    if not meta.get("clip", {}).get("embedded"):
+        raise CheckpointError(f"{path} does not embed its CLIP weights")
+    model = clip_from_config(meta["clip"]["model_cfg"])
+    load_state(model, {k[5:]: v for k, v in tensors.items() if k.startswith("clip.")}, path)
     return model.eval()
 
 

@@ -50,14 +50,14 @@ def cpu_bf16_speedup() -> float:
     CPUs with AVX512-BF16 or AMX run bf16 several times faster; others emulate it and are slower.
     Measuring once (~0.1 s) beats guessing from CPU flags.
     """
-    x = torch.randn(256, 768)
+    x = torch.randn(512, 768)
     w = torch.randn(768, 3072)
     times = {}
     for dtype in (torch.float32, torch.bfloat16):
         a, b = x.to(dtype), w.to(dtype)
         a @ b  # warm-up
         runs = []
-        for _ in range(5):  # the fastest run: other processes only ever slow a run down
+        for _ in range(10):  # the fastest run: other processes only ever slow a run down
             start = time.perf_counter()
             a @ b
             runs.append(time.perf_counter() - start)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ from torch import nn
 
 from engine import checkpoints
 from engine.chimera.model import ChimeraConfig, ChimeraSeg, preset
-from engine.clip_loading import (RANDOM, ClipSpec, ProgressCallback, clip_from_config, clip_preprocess,
-                                 create_clip, model_config)
+from engine.clip_loading import (RANDOM, ClipSpec, ProgressCallback, bundled_model_path, clip_from_config,
+                                 clip_preprocess, create_clip, model_config)
 from engine.dense_clip import DenseCLIP
 from engine.errors import CheckpointError, ModelNameError
 from engine.tiling import InferenceConfig
@@ -87,14 +86,6 @@ def chimera_model(cfg: ChimeraConfig, progress: ProgressCallback | None = None,
         templates=cfg.templates, seen_classes=list(cfg.seen_classes))
 
 
-def bundled_model_path(name: str) -> Path:
-    path = resources.files("resources") / "models" / f"{name}.safetensors"
-    if not path.is_file():
-        raise ModelNameError(f"the bundled model {name!r} is not in this installation (expected {path}); "
-                             "it is built by `chimera-train` (see README) and shipped in resources/models")
-    return Path(str(path))
-
-
 def build_model(name: str, progress: ProgressCallback | None = None) -> SegmentationModel:
     """Resolve any model name of this module's docstring."""
     name = str(name).strip()
@@ -114,11 +105,12 @@ def build_model(name: str, progress: ProgressCallback | None = None) -> Segmenta
 
 
 def save_model(model: SegmentationModel, path: str | os.PathLike, embed_clip: bool | None = None,
-               info: dict[str, Any] | None = None) -> Path:
+               info: dict[str, Any] | None = None, storage_dtype: torch.dtype | None = None) -> Path:
     """Write ``model`` as a self-describing checkpoint.
 
     The CLIP weights are embedded when they cannot be re-resolved by tag (random or local-file
     weights, and always for dense CLIP); ``embed_clip=True`` forces it (self-contained files).
+    ``storage_dtype=torch.float16`` halves the file (floating tensors are stored in it, loaded as fp32).
     """
     if embed_clip is None:
         embed_clip = model.kind == DENSE_CLIP or model.clip_spec.weights == RANDOM or model.clip_spec.is_file
@@ -140,6 +132,8 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, embed_clip: bo
     }
     if model.kind == CHIMERA_SEG:
         meta["model"] = model.encoder.cfg.to_dict()
+    if storage_dtype is not None:
+        tensors = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     return checkpoints.write_checkpoint(path, tensors, meta)
 
 

@@ -79,8 +79,17 @@ class Segmenter:
         self.min_confidence = min_confidence
         self.calibration = calibration
         model.encoder.to(device.device, device.dtype).eval()
-        model.clip.to(device.device, device.dtype).eval()
-        self.text = TextEncoder(model.clip, model.templates)
+        model.clip.eval()
+        for name, part in model.clip.named_children():
+            # Chimera-Seg runs only CLIP's text tower here (its head holds its own copy of the last
+            # blocks), so the image tower stays where it is; dense CLIP's encoder *is* clip.visual.
+            if name != "visual":
+                part.to(device.device, device.dtype)
+        for name, tensor in list(model.clip.named_parameters(recurse=False)):
+            tensor.data = tensor.data.to(device.device, device.dtype)
+        for name, tensor in list(model.clip.named_buffers(recurse=False)):
+            setattr(model.clip, name, tensor.to(device.device))
+        self.text = TextEncoder(model.clip, model.templates, tokenizer=_tokenizer(model.clip_spec.arch))
         self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
         self._current: str | None = None
         self.images_encoded = 0  # counts real encodes, so tests can prove the cache works
@@ -167,6 +176,16 @@ class Segmenter:
                        for phrases in parse_classes(list(classes))))
         labels, confidence = label_maps(feats.features, text, feats.size, rule)
         return Segmentation(labels, confidence, classes)
+
+
+def _tokenizer(arch: str):
+    """The architecture's own tokenizer (open_clip knows which); CLIP's BPE when it can't say offline."""
+    import open_clip
+
+    try:
+        return open_clip.get_tokenizer(arch)
+    except Exception:  # e.g. a hub tokenizer that cannot be fetched offline
+        return open_clip.get_tokenizer("ViT-B-16")
 
 
 def load_segmenter(name_or_path: str, device: str = "auto", precision: str = "auto",

@@ -103,7 +103,10 @@ class TextEncoder:
         """``P`` phrases → ``P x C`` unit embeddings, each the normalised mean over templates."""
         t = len(self.templates)
         prompts = [tpl.format(p) for p in phrases for tpl in self.templates]
-        tokens = self.tokenizer(prompts).to(next(self.model.parameters()).device)
+        context = getattr(self.model, "context_length", None)  # prompts longer than it are truncated
+        tokens = self.tokenizer(prompts, context_length=context) if context else self.tokenizer(prompts)
+        embedding = getattr(self.model, "token_embedding", None)  # the text tower's device, not visual's
+        tokens = tokens.to(embedding.weight.device if embedding is not None else next(self.model.parameters()).device)
         emb = F.normalize(encode_text_trimmed(self.model, tokens).float(), dim=-1)
         self.phrases_encoded += len(phrases)
         return F.normalize(emb.reshape(len(phrases), t, -1).mean(1), dim=-1).cpu()

@@ -32,6 +32,7 @@ class BodyConfig:
     decoder_channels: int = 256
     pretrained_backbone: bool = False  # True DOWNLOADS ImageNet weights through timm
     norm: str = "batch"  # "batch" or "group" (ASPP + decoder only; backbone keeps its own)
+    dropout: float = 0.1  # after the ASPP projection, in training
 
     def __post_init__(self) -> None:
         if self.output_stride not in _DEFAULT_RATES:
@@ -159,7 +160,7 @@ class DeepLabV3PlusBody(nn.Module):
         )
         red, ch = self.backbone.feature_info.reduction(), self.backbone.feature_info.channels()
         self._low, self._high = red.index(4), len(red) - 1
-        self.aspp = ASPP(ch[self._high], cfg.aspp_channels, cfg.rates, cfg.norm)
+        self.aspp = ASPP(ch[self._high], cfg.aspp_channels, cfg.rates, cfg.norm, cfg.dropout)
         self.decoder = Decoder(ch[self._low], cfg.aspp_channels, cfg)
         self.out_channels = cfg.decoder_channels
         for m in list(self.aspp.modules()) + list(self.decoder.modules()):

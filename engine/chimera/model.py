@@ -22,9 +22,12 @@ PRESETS: dict[str, BodyConfig] = {
     "r101": BodyConfig(backbone="resnet101", output_stride=8),
     # Annotation-speed body: ResNet-50 at output stride 16 (about 4x fewer FLOPs in the last stages).
     "r50": BodyConfig(backbone="resnet50", output_stride=16),
-    # The shapes world and tests: small and fast on a CPU.
+    # Tests: small and fast on a CPU.
     "tiny": BodyConfig(backbone="resnet18", output_stride=16, aspp_channels=64,
                        low_level_channels=24, decoder_channels=64),
+    # The shapes world: under 1 M parameters, so the bundled model stays a few MB.
+    "shapes": BodyConfig(backbone="mobilenetv3_small_100", output_stride=16, aspp_channels=64,
+                         low_level_channels=24, decoder_channels=64),
 }
 
 

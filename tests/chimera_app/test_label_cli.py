@@ -14,8 +14,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from chimera_app.export.coco import validate_coco
-from chimera_app.export.png_masks import read_index_png
+from engine.formats.coco import validate_coco
+from engine.formats.png_masks import read_index_png
 from chimera_app.label_cli import main, split_class_list
 from engine import load_image, load_segmenter
 from engine.models import build_model, save_model

@@ -83,3 +83,14 @@ def test_device_choice_reports_why():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_download_progress_reaches_the_callback():
+    from engine.clip_loading import _progress_tqdm
+
+    seen = []
+    bar_class = _progress_tqdm(lambda done, total: seen.append((done, total)))
+    with bar_class(total=100, disable=True) as bar:
+        bar.update(40)
+        bar.update(60)
+    assert seen == [(40, 100), (100, 100)]

@@ -54,14 +54,14 @@ def start(requested_device: str = "auto") -> Context:
 
 
 @contextlib.contextmanager
-def progress(total: int, enabled: bool):
+def progress(total: int, enabled: bool, unit: str = "img"):
     """A tqdm bar (or a silent stand-in) with ``update(n)``."""
     if not enabled:
         yield _Silent()
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, unit="img", dynamic_ncols=True) as bar:
+    with tqdm(total=total, unit=unit, dynamic_ncols=True) as bar:
         yield bar
 
 

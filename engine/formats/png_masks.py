@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from engine.atomic import atomic_write_bytes, atomic_write_json
-from chimera_app.palette import class_color, palette
+from engine.formats.palette import class_color, palette
 
 __all__ = ["write_index_png", "read_index_png", "write_class_list", "CLASS_LIST_NAME"]
 

@@ -1,1 +1,0 @@
-"""Dataset export formats (semantic COCO, indexed PNG masks); Qt-free."""

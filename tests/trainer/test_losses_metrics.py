@@ -1,0 +1,116 @@
+"""Losses (CE, Selective Global Distillation, Semantic Alignment), schedules and metrics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainer import losses
+from trainer.metrics import ConfusionMatrix
+from trainer.optim import lr_factor, parameter_groups
+
+
+def _unit(*shape, dim=1, seed=0):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=dim)
+
+
+def test_keep_ratio_shrinks_linearly_and_by_cosine():
+    assert losses.keep_ratio(0, 100) == pytest.approx(1.0)
+    assert losses.keep_ratio(50, 100) == pytest.approx(0.55)
+    assert losses.keep_ratio(100, 100) == pytest.approx(0.1)
+    assert losses.keep_ratio(50, 100, schedule="cosine") == pytest.approx(0.55)
+    assert losses.keep_ratio(25, 100, schedule="cosine") > losses.keep_ratio(25, 100)
+    assert losses.keep_ratio(70, 100, 1.0, 1.0) == 1.0  # "SGD without shrinking"
+
+
+def test_sgd_selects_the_most_similar_tokens():
+    teacher = _unit(1, 8, dim=1)
+    feats = _unit(1, 8, 2, 2, seed=1)
+    feats[0, :, 0, 0] = teacher[0]  # one token equals the teacher
+    total, count = losses.selective_global_distillation(feats, teacher, ratio=0.25)  # keeps 1 of 4
+    assert count == 1 and total.item() == pytest.approx(0.0, abs=1e-6)
+    total_all, _ = losses.selective_global_distillation(feats, teacher, ratio=1.0)
+    sims = torch.einsum("bchw,bc->bhw", feats, teacher)
+    assert total_all.item() == pytest.approx((1 - sims).mean().item(), rel=1e-5)
+    g = torch.Generator().manual_seed(0)
+    random_losses = [losses.selective_global_distillation(feats, teacher, 0.25, selection="random",
+                                                          generator=g)[0].item() for _ in range(20)]
+    assert np.mean(random_losses) > 0.1  # random tokens are mostly not the matching one
+
+
+def test_sgd_gradient_flows_only_through_selected_tokens():
+    teacher = _unit(1, 8)
+    feats = _unit(1, 8, 2, 2, seed=2).requires_grad_()
+    total, _ = losses.selective_global_distillation(feats, teacher, ratio=0.5)
+    total.backward()
+    touched = (feats.grad.abs().sum(1) > 0).sum().item()
+    assert touched == 2
+
+
+def test_sgd_infonce_prefers_matching_teachers():
+    teacher = _unit(4, 8)
+    good = teacher[:, :, None, None].expand(4, 8, 2, 2).contiguous()
+    bad = teacher.roll(1, 0)[:, :, None, None].expand(4, 8, 2, 2).contiguous()
+    low, _ = losses.selective_global_distillation(good, teacher, 1.0, loss="infonce")
+    high, _ = losses.selective_global_distillation(bad, teacher, 1.0, loss="infonce")
+    assert low < high
+
+
+def test_semantic_alignment_counts_regions_and_rewards_alignment():
+    text = _unit(3, 8)
+    labels = torch.full((1, 8, 8), 255)
+    labels[0, :4] = 0
+    labels[0, 4:, :4] = 2
+    aligned = torch.zeros(1, 8, 4, 4)
+    aligned[0, :, :2] = text[0][:, None, None]
+    aligned[0, :, 2:] = text[2][:, None, None]
+    good, regions = losses.semantic_alignment(aligned, labels, text, tau=0.07)
+    swapped, _ = losses.semantic_alignment(aligned, labels.where(labels == 255, 2 - labels), text, tau=0.07)
+    assert regions == 2 and good < swapped
+    none, zero = losses.semantic_alignment(aligned, torch.full((1, 8, 8), 255), text)
+    assert zero == 0 and none.item() == 0
+
+
+def test_seen_ce_ignores_255():
+    logits = torch.randn(1, 3, 4, 4)
+    labels = torch.full((1, 8, 8), 255)
+    labels[0, 0, 0] = 1
+    total, count = losses.seen_cross_entropy(logits, labels)
+    assert count == 1
+    up = F.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
+    assert total.item() == pytest.approx(F.cross_entropy(up[:, :, 0, 0], torch.tensor([1])).item(), rel=1e-5)
+
+
+def test_confusion_matrix_metrics_by_hand():
+    cm = ConfusionMatrix(3)
+    target = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = np.array([[0, 1, 1, 1], [2, -1, 0, 0]])
+    cm.update(pred, target)
+    iou = cm.iou()
+    assert iou[0] == pytest.approx(1 / 2)  # tp 1, gt 2, pred 1
+    assert iou[1] == pytest.approx(2 / 3)  # tp 2, gt 2, pred 3
+    assert iou[2] == pytest.approx(1 / 2)  # tp 1, gt 2 (one unlabeled), pred 1
+    s = cm.summary(["a", "b", "c"], unseen=["c"])
+    assert s["mIoU_seen"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert s["mIoU_unseen"] == pytest.approx(0.5)
+    h = 2 * s["mIoU_seen"] * 0.5 / (s["mIoU_seen"] + 0.5)
+    assert s["hIoU"] == pytest.approx(h)
+    assert s["pixel_accuracy"] == pytest.approx(4 / 6)
+    with pytest.raises(ValueError):
+        cm.update(np.zeros((2, 2)), np.full((2, 2), 7))
+
+
+def test_lr_schedule_and_parameter_groups():
+    assert lr_factor(0, 100, 10) == pytest.approx(1e-6, abs=1e-6)
+    assert lr_factor(10, 100, 10) == pytest.approx(0.9)
+    assert lr_factor(100, 100, 10) == 0
+    assert lr_factor(5, 100, 10) < lr_factor(10, 100, 10)
+    model = torch.nn.Module()
+    model.body = torch.nn.Module()
+    model.body.backbone = torch.nn.Conv2d(3, 4, 3)
+    model.head = torch.nn.Linear(4, 4)
+    groups = {g["name"]: g for g in parameter_groups(model, 1e-4, 10, 0.01)}
+    assert groups["backbone"]["lr"] == 1e-4 and groups["head"]["lr"] == pytest.approx(1e-3)
+    assert groups["head-no-decay"]["weight_decay"] == 0 and not math.isnan(groups["backbone"]["weight_decay"])

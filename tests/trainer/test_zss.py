@@ -1,0 +1,147 @@
+"""Zero-shot training: unseen names never reach training, exact resume, DDP == one process, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from engine.models import load_model
+from trainer.cli import main as train_main
+from trainer.config import TrainConfig
+from trainer.data.datasets import build_dataset, load_info
+from trainer.shapes import SPLIT, write_dataset
+from trainer.zss import train
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    write_dataset(root / "train", 24, seed=0, size=64)
+    write_dataset(root / "val", 6, seed=1, size=64)
+    return root
+
+
+def _cfg(root, **kw):
+    base = dict(dataset="shapes", data_root=str(root), clip="shapes-tiny/random", body="shapes",
+                pretrained_backbone=False, crop_size=64, resize_scale=(128, 64), iterations=4, batch_size=4,
+                lr=1e-3, warmup_iterations=2, amp="none", workers=0, checkpoint_every=100, log_every=1,
+                eval_short_side=64, eval_window=64, eval_stride=48, freeze_bn=True,
+                body_overrides={"dropout": 0.0})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _train(root, run, **kw):
+    torch.manual_seed(0)
+    cfg = _cfg(root, **{k: v for k, v in kw.items() if k not in ("stop_after", "fresh")})
+    dataset = build_dataset("shapes", root / "train", "train")
+    return train(cfg, str(run), dataset, load_info("shapes", root / "train"), device="cpu",
+                 fresh=kw.get("fresh", False), show_progress=False, stop_after=kw.get("stop_after"))
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.encoder.state_dict().items()}
+
+
+def test_unseen_class_names_never_reach_training(shapes_root, tmp_path, monkeypatch):
+    from engine import text
+
+    seen_phrases = []
+    original = text.TextEncoder._encode_phrases
+
+    def spy(self, phrases):
+        seen_phrases.extend(phrases)
+        return original(self, phrases)
+
+    monkeypatch.setattr(text.TextEncoder, "_encode_phrases", spy)
+    model = _train(shapes_root, tmp_path / "run", iterations=2)
+    assert seen_phrases and set(seen_phrases) == set(SPLIT["seen"])
+    assert not set(seen_phrases) & set(SPLIT["unseen"])
+    assert model.seen_classes == SPLIT["seen"]
+
+
+def test_training_labels_hold_only_seen_ids(shapes_root):
+    from trainer.train_data import ZeroShotTrainSet
+
+    info = load_info("shapes", shapes_root / "train")
+    data = ZeroShotTrainSet(build_dataset("shapes", shapes_root / "train", "train"), info, 64,
+                            (0.5,) * 3, (0.25,) * 3, (128, 64))
+    for i in range(len(data.base)):
+        _, label = data[(i, (0, i))]
+        values = set(label.unique().tolist())
+        assert values <= set(range(len(info.seen))) | {255}
+
+
+def test_training_reduces_the_loss_and_writes_a_loadable_run(shapes_root, tmp_path):
+    run = tmp_path / "run"
+    model = _train(shapes_root, run, iterations=30, lr=3e-3)
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(log) == 30 and {"ce", "sgd", "sam", "keep_ratio", "images_per_s", "teacher_share"} <= set(log[0])
+    assert log[-1]["keep_ratio"] < log[0]["keep_ratio"]
+    first = sum(r["ce"] for r in log[:5]) / 5
+    last = sum(r["ce"] for r in log[-5:]) / 5
+    assert last < first
+    loaded = load_model(run / "model.safetensors")
+    for k, v in _weights(model).items():
+        torch.testing.assert_close(loaded.encoder.state_dict()[k], v)
+
+
+def test_resume_continues_exactly(shapes_root, tmp_path):
+    straight = _weights(_train(shapes_root, tmp_path / "a", iterations=6))
+    _train(shapes_root, tmp_path / "b", iterations=6, stop_after=3)
+    resumed = _weights(_train(shapes_root, tmp_path / "b", iterations=6))
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0, msg=k)
+    log = [json.loads(line)["iter"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4, 5, 6]
+
+
+def test_ablation_switches_reach_the_model_and_losses(shapes_root, tmp_path):
+    model = _train(shapes_root, tmp_path / "lin", iterations=1, head="linear", sgd_weight=0.0, sam_weight=0.0)
+    assert type(model.encoder.head).__name__ == "LinearHead"
+    log = json.loads((tmp_path / "lin" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "sgd" not in log and "sam" not in log
+    model = _train(shapes_root, tmp_path / "d1", iterations=1, csh_depth=1)
+    assert len(model.encoder.head.clip.blocks) == 1
+
+
+def test_two_gloo_processes_equal_one_process(shapes_root, tmp_path):
+    one = _weights(_train(shapes_root, tmp_path / "one", iterations=3, batch_size=4))
+    script = tmp_path / "ddp.py"
+    script.write_text(f"""
+import sys, torch
+sys.path.insert(0, {os.getcwd()!r})
+from tests.trainer.test_zss import _train
+from pathlib import Path
+import torch.distributed as dist
+model = _train(Path({str(shapes_root)!r}), Path({str(tmp_path / 'two')!r}), iterations=3, batch_size=4)
+""")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29541", str(script)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = {k: v for k, v in load_model(tmp_path / "two" / "model.safetensors").encoder.state_dict().items()}
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_cli_zss_eval_and_bad_dataset(shapes_root, tmp_path, capsys):
+    code = train_main(["zss", "--dataset", "shapes", "--data-root", str(shapes_root), "--out", str(tmp_path / "r"),
+                       "--iterations", "2", "--clip", "shapes-tiny/random", "--quiet", "--device", "cpu",
+                       "--set", "workers=0", "--set", "batch_size=4", "--eval"])
+    assert code == 0
+    result = json.loads((tmp_path / "r" / "eval.json").read_text())
+    assert {"mIoU_seen", "mIoU_unseen", "hIoU", "pixel_accuracy", "per_class_iou"} <= set(result)
+    assert "hIoU" in capsys.readouterr().out
+    code = train_main(["eval", "--checkpoint", str(tmp_path / "r" / "model.safetensors"), "--dataset", "voc",
+                       "--data-root", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 1 and "nowhere" in err and "VOCdevkit" in err
+    with pytest.raises(SystemExit):
+        train_main(["zss", "--dataset", "mnist", "--data-root", ".", "--out", "x"])
+    assert train_main(["zss", "--dataset", "shapes", "--data-root", str(shapes_root), "--out", str(tmp_path / "x"),
+                       "--set", "nonsense=1"]) == 1

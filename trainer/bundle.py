@@ -1,0 +1,88 @@
+"""Rebuild the two bundled offline models with fixed seeds (``chimera-train bundle``).
+
+1. pre-train the tiny shapes CLIP on captions of **all** shapes → ``shapes-clip`` (training-free dense CLIP);
+2. generate shapes-world train (seed 0) and val (seed 1) folders;
+3. train Chimera-Seg on the **seen** shapes' masks only → ``shapes-chimera``;
+4. evaluate both on the val folder (seen and unseen shapes) and record the numbers in the checkpoints.
+
+Both files embed their CLIP in fp16, so each works alone on an offline machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from engine.clip_loading import ClipSpec
+from engine.devices import choose
+from engine.models import dense_clip_model, save_model
+from engine.segmenter import Segmenter
+from engine.tiling import InferenceConfig
+from trainer.config import DATASET_DEFAULTS, TrainConfig
+from trainer.data.datasets import build_dataset, load_info
+from trainer.evaluate import evaluate
+
+SIZE = 64  # shapes-world image side; the shapes CLIP's native input size
+TRAIN_SEED, VAL_SEED = 0, 1
+SCHEDULES = {  # full / quick (smoke test)
+    "clip_steps": (1500, 20), "train_images": (4000, 64), "val_images": (300, 16), "zss_iterations": (2000, 20),
+}
+
+
+def shapes_inference() -> InferenceConfig:
+    return InferenceConfig(short_side=SIZE, window=SIZE, stride=SIZE * 3 // 4)
+
+
+def shapes_train_config(data_root: Path, clip: str, **overrides) -> TrainConfig:
+    data = {**TrainConfig(dataset="shapes").to_dict(), **json.loads(json.dumps(DATASET_DEFAULTS["shapes"]))}
+    data.update({"data_root": str(data_root), "clip": clip, **overrides})
+    return TrainConfig.from_dict(data)
+
+
+def evaluate_model(model, data_root: Path) -> dict:
+    val = data_root / "val"
+    segmenter = Segmenter(model, choose("cpu", "fp32"), batch_size=32)
+    result = evaluate(segmenter, build_dataset("shapes", val, "val"), load_info("shapes", val))
+    return {k: result[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU", "pixel_accuracy", "per_class_iou")}
+
+
+def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False) -> dict:
+    from trainer.clip_pretrain import pretrain
+    from trainer.shapes import write_dataset
+    from trainer.zss import train
+
+    pick = 1 if quick else 0
+    out, work = Path(out), Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    clip_weights = work / "shapes-clip-weights.safetensors"
+    report["clip_pretraining"] = pretrain(clip_weights, steps=SCHEDULES["clip_steps"][pick], seed=TRAIN_SEED)
+
+    data_root = work / "shapes"
+    write_dataset(data_root / "train", SCHEDULES["train_images"][pick], seed=TRAIN_SEED, size=SIZE)
+    write_dataset(data_root / "val", SCHEDULES["val_images"][pick], seed=VAL_SEED, size=SIZE)
+
+    torch.manual_seed(TRAIN_SEED)
+    dense = dense_clip_model(ClipSpec("shapes-tiny", str(clip_weights)))
+    dense.templates, dense.inference = "single", shapes_inference()
+    report["shapes_clip_eval"] = evaluate_model(dense, data_root)
+    dense_path = save_model(dense, out / "shapes-clip.safetensors", embed_clip=True,
+                            storage_dtype=torch.float16, info={"evaluation": report["shapes_clip_eval"],
+                                                               "zero_shot": report["clip_pretraining"]})
+
+    cfg = shapes_train_config(data_root, f"shapes-tiny/{dense_path}",
+                              iterations=SCHEDULES["zss_iterations"][pick], seed=TRAIN_SEED)
+    info = load_info("shapes", data_root / "train")
+    model = train(cfg, str(work / "run"), build_dataset("shapes", data_root / "train", "train"), info,
+                  device="cpu", fresh=True)
+    model.clip_spec = ClipSpec("shapes-tiny", "bundled:shapes-clip")
+    model.name = "shapes-chimera"
+    report["shapes_chimera_eval"] = evaluate_model(model, data_root)
+    save_model(model, out / "shapes-chimera.safetensors", embed_clip=True, storage_dtype=torch.float16,
+               info={"evaluation": report["shapes_chimera_eval"], "training": cfg.to_dict()})
+    report["files"] = {p.name: p.stat().st_size for p in sorted(out.glob("shapes-*.safetensors"))}
+    return report

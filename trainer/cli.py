@@ -1,0 +1,190 @@
+"""``chimera-train``: reproduce Chimera-Seg's zero-shot training, evaluate it, and build the shapes world.
+
+    chimera-train zss --dataset voc --data-root DATA --out runs/voc
+    chimera-train eval --checkpoint runs/voc/model.safetensors --dataset voc --data-root DATA
+    chimera-train shapes-data --out data/shapes/train --images 4000 --seed 0
+    chimera-train shapes-clip --out build/shapes-clip.safetensors
+    chimera-train bundle --out resources/models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine import ChimeraError, distributed
+from trainer.config import DATASET_DEFAULTS, TrainConfig
+
+# PAPER.md §7: each ablation is a flag that sets config keys.
+ABLATIONS = {
+    "no_csh": {"head": "linear"},
+    "no_sgd": {"sgd_weight": 0.0},
+    "sgd_fixed_ratio": {"sgd_ratio_end": 1.0},
+    "sgd_random": {"sgd_selection": "random"},
+    "no_sam": {"sam_weight": 0.0},
+}
+
+
+def split_root(dataset: str, root: Path, split: str) -> Path:
+    """A shapes data root may hold ``train/`` and ``val/`` folders (one shapes-data run each)."""
+    return root / split if dataset == "shapes" and (root / split).is_dir() else root
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    data = TrainConfig(dataset=args.dataset).to_dict()
+    data.update(json.loads(json.dumps(DATASET_DEFAULTS.get(args.dataset, {}))))
+    if args.config:
+        data.update(json.loads(Path(args.config).read_text(encoding="utf-8")))
+    data.update({"dataset": args.dataset, "data_root": str(args.data_root)})
+    for flag, keys in ABLATIONS.items():
+        if getattr(args, flag):
+            data.update(keys)
+    for key in ("iterations", "batch_size", "csh_depth", "tau", "seed", "clip", "body"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    return TrainConfig.from_dict(data).override(args.set or [])
+
+
+def cmd_zss(args) -> int:
+    from trainer.data.datasets import build_dataset, load_info
+    from trainer.zss import train
+
+    cfg = resolve_config(args)
+    root = split_root(cfg.dataset, Path(cfg.data_root), "train")
+    info = load_info(cfg.dataset, root)
+    model = train(cfg, args.out, build_dataset(cfg.dataset, root, "train"), info, device=args.device,
+                  fresh=args.fresh, show_progress=not args.quiet)
+    if args.eval and distributed.start(args.device).is_main:
+        val_root = split_root(cfg.dataset, Path(cfg.data_root), "val")
+        _run_eval(model, cfg.dataset, val_root, Path(args.out) / "eval.json", cfg.calibration, args.device)
+    return 0
+
+
+def _run_eval(model, dataset: str, root: Path, out: Path, calibration: float, device: str,
+              batch_size: int = 8) -> dict:
+    from engine.devices import choose
+    from engine.segmenter import Segmenter
+    from trainer.data.datasets import build_dataset, load_info
+    from trainer.evaluate import evaluate
+    from trainer.metrics import format_table
+
+    info = load_info(dataset, root)
+    segmenter = Segmenter(model, choose(device, "fp32"), batch_size=batch_size)
+    result = evaluate(segmenter, build_dataset(dataset, root, "val"), info, calibration)
+    print(format_table(result, info.unseen))
+    from engine.atomic import atomic_write_json
+
+    atomic_write_json(out, result)
+    print(f"wrote {out}")
+    return result
+
+
+def cmd_eval(args) -> int:
+    from engine.models import build_model
+
+    model = build_model(args.checkpoint)
+    out = args.out or Path(args.checkpoint).with_suffix(".eval.json")
+    root = split_root(args.dataset, Path(args.data_root), args.split)
+    _run_eval(model, args.dataset, root, Path(out), args.calibration, args.device, args.batch_size)
+    return 0
+
+
+def cmd_shapes_data(args) -> int:
+    from trainer.shapes import write_dataset
+
+    path = write_dataset(args.out, images=args.images, seed=args.seed, size=args.size)
+    print(f"wrote {args.images} shapes images to {path}")
+    return 0
+
+
+def cmd_shapes_clip(args) -> int:
+    from trainer.clip_pretrain import pretrain
+
+    report = pretrain(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                      log=lambda r: print(json.dumps(r), file=sys.stderr))
+    print(json.dumps(report, indent=1))
+    return 0 if report["accuracy"] >= 0.9 else 3
+
+
+def cmd_bundle(args) -> int:
+    from trainer.bundle import build_bundled_models
+
+    print(json.dumps(build_bundled_models(args.out, args.work, quick=args.quick), indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chimera-train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    z = sub.add_parser("zss", help="inductive zero-shot training (seen masks only)",
+                       description="Train Chimera-Seg on the seen classes of a dataset. Resumes when OUT "
+                                   "holds a run. Every PAPER.md [choice] is a config key: --set key=value.")
+    z.add_argument("--dataset", required=True, choices=["voc", "coco-stuff", "shapes"])
+    z.add_argument("--data-root", required=True, type=Path)
+    z.add_argument("--out", required=True, type=Path, help="run folder (config, metrics.jsonl, checkpoints)")
+    z.add_argument("--config", type=Path, help="JSON file of TrainConfig keys")
+    z.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    for key, kind in (("iterations", int), ("batch_size", int), ("csh_depth", int), ("tau", float),
+                      ("seed", int), ("clip", str), ("body", str)):
+        z.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key)
+    z.add_argument("--no-csh", action="store_true", help="ablation: body + linear projection to CLIP space")
+    z.add_argument("--no-sgd", action="store_true", help="ablation: no Selective Global Distillation")
+    z.add_argument("--sgd-fixed-ratio", action="store_true", help="ablation: SGD keeps all tokens (no shrinking)")
+    z.add_argument("--sgd-random", action="store_true", help="ablation: SGD selects random tokens")
+    z.add_argument("--no-sam", action="store_true", help="ablation: no Semantic Alignment Module")
+    z.add_argument("--device", default="auto")
+    z.add_argument("--fresh", action="store_true", help="start over even if OUT holds a run")
+    z.add_argument("--eval", action="store_true", help="evaluate on the val split at the end")
+    z.add_argument("--quiet", action="store_true")
+    z.set_defaults(func=cmd_zss)
+
+    e = sub.add_parser("eval", help="sliding-window evaluation: per-class IoU, mIoU(S), mIoU(U), hIoU")
+    e.add_argument("--checkpoint", required=True, help="a checkpoint or any model name chimera-label accepts")
+    e.add_argument("--dataset", required=True, choices=["voc", "coco-stuff", "shapes"])
+    e.add_argument("--data-root", required=True, type=Path)
+    e.add_argument("--split", default="val", choices=["train", "val"])
+    e.add_argument("--calibration", type=float, default=0.0, help="γ subtracted from seen-class probabilities")
+    e.add_argument("--out", type=Path, help="JSON result (default: beside the checkpoint)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("shapes-data", help="generate a shapes-world dataset folder")
+    d.add_argument("--out", required=True, type=Path)
+    d.add_argument("--images", type=int, default=1000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--size", type=int, default=64)
+    d.set_defaults(func=cmd_shapes_data)
+
+    c = sub.add_parser("shapes-clip", help="pre-train the tiny shapes CLIP on image-caption pairs")
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--steps", type=int, default=1500)
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_shapes_clip)
+
+    b = sub.add_parser("bundle", help="rebuild the bundled shapes-clip and shapes-chimera models")
+    b.add_argument("--out", type=Path, default=Path("resources/models"))
+    b.add_argument("--work", type=Path, default=Path("build/bundle"))
+    b.add_argument("--quick", action="store_true", help="tiny schedule, for smoke tests")
+    b.set_defaults(func=cmd_bundle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ChimeraError, ValueError) as exc:
+        print(f"chimera-train: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

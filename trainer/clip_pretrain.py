@@ -1,0 +1,118 @@
+"""Pre-train a tiny CLIP on shapes-world image–caption pairs (``chimera-train shapes-clip``).
+
+Real CLIP has seen everything; so must ours: the captions cover **all** shape classes, seen and unseen
+alike. Only the segmentation training later hides the unseen classes' masks. Images are rendered on
+the fly from (seed, index), so no dataset is stored and every step sees new pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from engine.clip_loading import ClipSpec, create_clip, register_bundled_configs
+from engine.tiling import to_tensor
+from trainer.shapes import SHAPE_CLASSES, sample
+
+ZERO_SHOT_SEED_OFFSET = 1_000_003  # held-out images come from a seed the training never uses
+
+
+class CaptionedShapes(Dataset):
+    """Index → (normalised image, caption tokens) of shapes-world sample ``(seed, index)``."""
+
+    def __init__(self, seed: int, size: int, length: int, tokenizer, context: int, mean, std,
+                 single_share: float = 0.5):
+        self.seed, self.size, self.length = seed, size, length
+        self.tokenizer, self.context, self.mean, self.std = tokenizer, context, mean, std
+        self.single_share = single_share
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        # Half the pairs show one object, so words bind to single shapes, not only to scenes.
+        single = (index * 2654435761 % 1000) / 1000 < self.single_share
+        s = sample(self.seed, index, self.size, max_objects=1 if single else 4)
+        image = to_tensor(s.image, self.mean, self.std)
+        return image, self.tokenizer([s.caption], context_length=self.context)[0]
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    logits = logit_scale.exp().clamp(max=100) * image @ text.t()
+    target = torch.arange(len(image), device=image.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model, size: int, seed: int, images: int = 600, classes=SHAPE_CLASSES) -> dict:
+    """Classify held-out single-shape images by "a photo of a {class}." prompts."""
+    from engine.clip_loading import clip_preprocess
+    from engine.text import TextEncoder
+
+    model.eval()
+    mean, std = clip_preprocess(model)
+    text = TextEncoder(model, "single").encode(list(classes))
+    correct = np.zeros(len(classes))
+    total = np.zeros(len(classes))
+    for start in range(0, images, 100):
+        batch = [sample(seed + ZERO_SHOT_SEED_OFFSET, i, size, max_objects=1) for i in range(start, start + 100)]
+        x = torch.stack([to_tensor(s.image, mean, std) for s in batch])
+        pred = (F.normalize(model.encode_image(x), dim=-1) @ text.t()).argmax(1).numpy()
+        for s, p in zip(batch, pred):
+            truth = classes.index(s.instances[0][0])
+            total[truth] += 1
+            correct[truth] += p == truth
+    return {"accuracy": float(correct.sum() / total.sum()),
+            "per_class": {c: float(correct[i] / max(total[i], 1)) for i, c in enumerate(classes)},
+            "images": int(total.sum())}
+
+
+def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 1500, batch_size: int = 128,
+             lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100, seed: int = 0, workers: int = 2,
+             log: Callable[[dict], None] = print) -> dict:
+    """Train, save the open_clip state dict as ``out`` (.safetensors), return the zero-shot report."""
+    from safetensors.torch import save_file
+
+    register_bundled_configs()
+    torch.manual_seed(seed)
+    model = create_clip(ClipSpec(arch, "random")).train()
+    size = model.visual.image_size[0]
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    data = CaptionedShapes(seed, size, steps * batch_size, open_clip.get_tokenizer(arch), model.context_length,
+                           mean, std)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, shuffle=False, drop_last=True,
+                        persistent_workers=workers > 0)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+    def factor(step):  # linear warm-up, cosine decay
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    started = time.perf_counter()
+    for step, (images, tokens) in enumerate(loader, start=1):
+        loss = contrastive_loss(model.encode_image(images), model.encode_text(tokens), model.logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % 50 == 0 or step == steps:
+            log({"step": step, "loss": round(float(loss), 4), "lr": scheduler.get_last_lr()[0],
+                 "images_per_s": round(step * batch_size / (time.perf_counter() - started), 1)})
+    report = zero_shot_accuracy(model, size, seed)
+    report.update({"steps": steps, "batch_size": batch_size, "seconds": round(time.perf_counter() - started, 1)})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
+    return report

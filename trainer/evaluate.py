@@ -1,0 +1,36 @@
+"""Zero-shot evaluation: sliding-window inference with the engine over seen ∪ unseen class names,
+one confusion matrix over the whole validation set, mIoU(S), mIoU(U), hIoU, pixel accuracy.
+
+The engine's segmenter averages window features and scores them, which equals averaging window logits
+(see ``engine.tiling``), so evaluation runs exactly the inference users get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from engine.segmenter import Segmenter
+from trainer.data.datasets import DatasetInfo
+from trainer.metrics import ConfusionMatrix
+
+
+def evaluate(segmenter: Segmenter, dataset, info: DatasetInfo, calibration: float = 0.0,
+             rank: int = 0, world_size: int = 1, images_per_batch: int = 4,
+             on_progress: Callable[[int], None] = lambda n: None) -> dict:
+    """Score every ``world_size``-th image from ``rank`` (the matrix is summed over processes)."""
+    matrix = ConfusionMatrix(len(info.classes))
+    indices = list(range(rank, len(dataset), world_size))
+    for start in range(0, len(indices), images_per_batch):
+        samples = [dataset[i] for i in indices[start:start + images_per_batch]]
+        encoded = segmenter.encode([s["image"] for s in samples])
+        for sample, features in zip(samples, encoded):
+            out = segmenter.segment(list(info.classes), features=features, calibration=calibration,
+                                    min_confidence=0.0)
+            matrix.update(out.labels, np.asarray(sample["label"]))
+        on_progress(len(samples))
+    matrix.all_reduce()
+    result = matrix.summary(list(info.classes), list(info.unseen))
+    result.update({"images": len(dataset), "calibration": calibration, "model": segmenter.name})
+    return result

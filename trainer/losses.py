@@ -1,0 +1,86 @@
+"""The three training losses of Chimera-Seg: seen-class CE, Selective Global Distillation, Semantic
+Alignment. Shapes: B batch, C CLIP dim, S seen classes, h x w feature grid, H x W label size.
+
+Every loss returns a *sum* and a *count* so that the caller can normalise by the count over all
+processes: a per-process mean averaged by DDP would weigh pixels of different processes unequally.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = 255
+
+
+def keep_ratio(step: int, total: int, start: float = 1.0, end: float = 0.1, schedule: str = "linear") -> float:
+    """SGD's share of tokens kept at ``step`` of ``total``: shrinks from ``start`` to ``end``."""
+    t = min(max(step / max(total, 1), 0.0), 1.0)
+    if schedule == "cosine":
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * t))
+    return end + (start - end) * (1 - t)
+
+
+def seen_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``B x S x h x w`` (upsampled bilinearly to the labels) vs labels ``B x H x W`` in 0..S-1,
+    255 ignored. Returns (sum of per-pixel CE, number of labelled pixels)."""
+    logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
+    return loss, (labels != IGNORE).sum()
+
+
+def selective_global_distillation(features: torch.Tensor, teacher: torch.Tensor, ratio: float,
+                                  selection: str = "topk", loss: str = "cosine", tau: float = 0.07,
+                                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pull the dense features most similar to CLIP's global embedding towards it.
+
+    ``features``: unit student features ``B x C x h x w``; ``teacher``: unit CLIP image embeddings
+    ``B x C`` of the same crops. The top-K tokens by similarity to the teacher (K = ceil(ratio * h*w),
+    selection without gradient) are kept. ``loss="cosine"``: mean over kept tokens of 1 - cos;
+    ``"infonce"``: their mean, normalised, contrasted with the other images' teachers.
+    Returns (sum over images, number of images).
+    """
+    tokens = features.flatten(2).transpose(1, 2).float()  # B x N x C
+    teacher = teacher.float()
+    b, n, _ = tokens.shape
+    k = max(1, math.ceil(ratio * n))
+    if selection == "topk":
+        with torch.no_grad():
+            index = torch.einsum("bnc,bc->bn", tokens, teacher).topk(k, dim=1).indices
+    else:
+        index = torch.stack([torch.randperm(n, generator=generator)[:k] for _ in range(b)]).to(tokens.device)
+    chosen = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))  # B x K x C
+    if loss == "cosine":
+        per_image = (1 - torch.einsum("bkc,bc->bk", chosen, teacher)).mean(1)
+        return per_image.sum(), torch.tensor(b, device=tokens.device)
+    pooled = F.normalize(chosen.mean(1), dim=-1)
+    logits = pooled @ teacher.t() / tau
+    return F.cross_entropy(logits, torch.arange(b, device=tokens.device), reduction="sum"), torch.tensor(
+        b, device=tokens.device)
+
+
+def semantic_alignment(features: torch.Tensor, labels: torch.Tensor, text: torch.Tensor,
+                       tau: float = 0.07) -> tuple[torch.Tensor, torch.Tensor]:
+    """Region-to-text contrast: for each seen class present in an image, its mean feature should
+    score highest against its own text embedding among the seen classes.
+
+    ``features`` ``B x C x h x w`` (unit), ``labels`` ``B x H x W`` (0..S-1, 255 ignored; downsampled
+    to the grid by nearest neighbour), ``text`` ``S x C`` (unit). Returns (sum over regions, regions).
+    """
+    b, c, h, w = features.shape
+    s = text.shape[0]
+    small = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].long().flatten(1)
+    valid = small != IGNORE
+    onehot = F.one_hot(small.clamp(max=s - 1), s).float() * valid[..., None]  # B x N x S
+    counts = onehot.sum(1)  # B x S
+    sums = torch.einsum("bns,bcn->bsc", onehot, features.flatten(2).float())
+    present = counts > 0
+    if not bool(present.any()):
+        zero = features.sum() * 0
+        return zero, torch.tensor(0, device=features.device)
+    regions = F.normalize(sums[present], dim=-1)  # R x C
+    targets = torch.arange(s, device=features.device).expand(b, s)[present]
+    logits = regions @ text.float().t() / tau
+    return F.cross_entropy(logits, targets, reduction="sum"), present.sum()

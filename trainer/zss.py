@@ -1,0 +1,218 @@
+"""Inductive zero-shot training of Chimera-Seg (PAPER.md §1-5).
+
+Seen-class CE on cosine logits + Selective Global Distillation (frozen full CLIP teacher on the same
+augmented crop) + Semantic Alignment. Only the *seen* class names are ever embedded here: unseen
+pixels are relabelled to ignore by the data stream and unseen names never reach this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from engine import distributed
+from engine.chimera.model import ChimeraConfig, preset
+from engine.devices import resolve_device
+from engine.models import SegmentationModel, chimera_model, load_model
+from engine.text import TextEncoder
+from engine.tiling import InferenceConfig
+from trainer import losses
+from trainer.config import TrainConfig
+from trainer.data.datasets import DatasetInfo
+from trainer.optim import make_optimizer
+from trainer.run_state import RunDir
+from trainer.train_data import ZeroShotTrainSet, train_loader
+
+
+def build_model(cfg: TrainConfig, info: DatasetInfo) -> SegmentationModel:
+    body = dataclasses.replace(preset(cfg.body), pretrained_backbone=cfg.pretrained_backbone,
+                               **cfg.body_overrides)
+    model_cfg = ChimeraConfig(body=body, clip=cfg.clip, head=cfg.head, csh_depth=cfg.csh_depth, tau=cfg.tau,
+                              templates=cfg.prompt_templates, seen_classes=list(info.seen))
+    model = chimera_model(model_cfg, name=f"chimera-seg {cfg.dataset}")
+    model.inference = InferenceConfig(cfg.eval_short_side, cfg.eval_window, cfg.eval_stride)
+    return model
+
+
+def teacher_embeddings(clip: torch.nn.Module, images: torch.Tensor, size: int) -> torch.Tensor:
+    """Unit CLIP image embeddings ``B x C`` of the (CLIP-normalised) crops, resized to ``size``."""
+    if images.shape[-1] != size or images.shape[-2] != size:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.normalize(clip.encode_image(images).float(), dim=-1)
+
+
+def _freeze_batchnorm(module: torch.nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+class _Interrupt:
+    """Turns SIGINT/SIGTERM into a flag so the loop can save a checkpoint before it stops."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def _global_mean_count(count: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Count over all processes / processes: dividing a local sum by it and letting DDP average the
+    gradients gives the mean over every process's items."""
+    count = count.detach().float()
+    if world_size > 1:
+        torch.distributed.all_reduce(count)
+        count = count / world_size
+    return count.clamp(min=1.0)
+
+
+class _Step:
+    """One optimisation step: micro-batches, the three losses, backward, optimizer and schedule."""
+
+    def __init__(self, cfg: TrainConfig, net, clip, text: torch.Tensor, optimizer, scheduler, device,
+                 world_size: int):
+        self.cfg, self.net, self.clip, self.text = cfg, net, clip, text
+        self.optimizer, self.scheduler, self.device, self.world_size = optimizer, scheduler, device, world_size
+        self.teacher_size = cfg.teacher_size or clip.visual.image_size[0]
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        use_scaler = self.amp_dtype == torch.float16 and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.teacher_seconds = 0.0  # time in the frozen teacher during the last step
+
+    def _synchronize(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+
+    def _losses(self, images, labels, ratio: float) -> dict[str, tuple[float, torch.Tensor]]:
+        cfg = self.cfg
+        features = self.net(images)
+        logits = torch.einsum("bchw,kc->bkhw", features.float(), self.text) / cfg.tau
+        terms = {"ce": (1.0, losses.seen_cross_entropy(logits, labels))}
+        if cfg.sgd_weight:
+            self._synchronize()
+            started = time.perf_counter()
+            with torch.no_grad():
+                teacher = teacher_embeddings(self.clip, images, self.teacher_size)
+            self._synchronize()
+            self.teacher_seconds += time.perf_counter() - started
+            terms["sgd"] = (cfg.sgd_weight, losses.selective_global_distillation(
+                features, teacher, ratio, cfg.sgd_selection, cfg.sgd_loss, cfg.sgd_infonce_tau))
+        if cfg.sam_weight:
+            terms["sam"] = (cfg.sam_weight, losses.semantic_alignment(features, labels, self.text, cfg.sam_tau))
+        return terms
+
+    def __call__(self, loader, ratio: float) -> dict[str, float]:
+        cfg, parts = self.cfg, {}
+        self.teacher_seconds = 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in range(cfg.accumulation):
+            images, labels = next(loader)
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            last = micro == cfg.accumulation - 1
+            sync = contextlib.nullcontext() if last or self.world_size == 1 else self.net.no_sync()
+            with sync, self._autocast():
+                loss = 0.0
+                for name, (weight, (total, count)) in self._losses(images, labels, ratio).items():
+                    value = total / _global_mean_count(count, self.world_size)
+                    parts[name] = parts.get(name, 0.0) + float(value.detach()) / cfg.accumulation
+                    loss = loss + weight * value
+                loss = loss / cfg.accumulation
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        return parts
+
+
+def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, device: str = "auto",
+          fresh: bool = False, show_progress: bool = True, stop_after: int | None = None) -> SegmentationModel:
+    """Run (or resume) training in ``run_dir``; returns the trained model. ``stop_after`` ends this
+    call after that many iterations (to test resuming)."""
+    context = distributed.start(device)
+    run = RunDir(run_dir)
+    dev = resolve_device(context.device)[0]
+    resume = run.has_state() and not fresh
+    model = load_model(run.model) if resume else build_model(cfg, info)
+    encoder, clip = model.encoder.to(dev), model.clip.to(dev).eval()
+    text = TextEncoder(clip, model.templates).encode(list(info.seen)).to(dev)  # seen names only
+
+    per_process = cfg.batch_size // (context.world_size * cfg.accumulation)
+    if per_process * context.world_size * cfg.accumulation != cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {context.world_size} processes "
+                         f"x {cfg.accumulation} accumulation steps")
+    optimizer, scheduler = make_optimizer(encoder, cfg.lr, cfg.head_lr_mult, cfg.weight_decay, cfg.iterations,
+                                          cfg.warmup_iterations, cfg.poly_power)
+    if context.world_size > 1 and dev.type == "cuda":  # batch statistics over the global batch
+        model.encoder = encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
+    net = DistributedDataParallel(encoder) if context.world_size > 1 else encoder
+    step_fn = _Step(cfg, net, clip, text, optimizer, scheduler, dev, context.world_size)
+    step = 0
+    if resume:
+        state = run.load_state()
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if step_fn.scaler is not None and state["scaler"]:
+            step_fn.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+    elif context.is_main:
+        run.write_config(cfg.to_dict())
+        run.metrics.unlink(missing_ok=True)
+
+    train_set = ZeroShotTrainSet(base_dataset, info, cfg.crop_size, model.mean, model.std,
+                                 cfg.resize_scale, cfg.resize_ratio)
+    loader = iter(train_loader(train_set, per_process, cfg.workers, cfg.seed, context.rank, context.world_size,
+                               start=step * cfg.batch_size))
+    summary = {"dataset": cfg.dataset, "seen_classes": list(info.seen), "train_images": len(train_set)}
+    end = cfg.iterations if stop_after is None else min(cfg.iterations, step + stop_after)
+    bar = distributed.progress(cfg.iterations, enabled=context.is_main and show_progress, unit="it")
+    with _Interrupt() as interrupt, bar as progress:
+        progress.update(step)
+        while step < end and not interrupt.requested:
+            encoder.train()
+            if cfg.freeze_bn:
+                _freeze_batchnorm(encoder)
+            started = time.perf_counter()
+            ratio = losses.keep_ratio(step, cfg.iterations, cfg.sgd_ratio_start, cfg.sgd_ratio_end, cfg.sgd_schedule)
+            parts = step_fn(loader, ratio)
+            seconds = time.perf_counter() - started
+            step += 1
+            progress.update(1)
+            if context.is_main and (step % cfg.log_every == 0 or step == end):
+                record = {"iter": step, "lr": optimizer.param_groups[0]["lr"], "keep_ratio": round(ratio, 4),
+                          **{k: round(v, 5) for k, v in parts.items()},
+                          "images_per_s": round(cfg.batch_size / seconds, 2),
+                          "teacher_share": round(step_fn.teacher_seconds / seconds, 3)}
+                run.log(record)
+                if hasattr(progress, "set_postfix"):
+                    progress.set_postfix(loss=f"{sum(parts.values()):.3f}", lr=f"{record['lr']:.2e}")
+            if context.is_main and (step % cfg.checkpoint_every == 0 or step == end or interrupt.requested):
+                run.save(model, step, optimizer, scheduler, step_fn.scaler, {**summary, "config": cfg.to_dict()},
+                         keep_copy=step % cfg.checkpoint_every == 0)
+    if context.is_main and interrupt.requested:
+        print(f"interrupted at iteration {step}; checkpoint saved in {run.path} — run the same command to resume")
+    context.close()
+    encoder.eval()
+    return model
