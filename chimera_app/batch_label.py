@@ -79,9 +79,10 @@ def _decoded(paths: Sequence[Path], workers: int, ahead: int) -> Iterator[tuple[
             if nxt is not None:
                 pending.append((nxt, pool.submit(load_image, nxt)))
             try:
-                yield path, future.result()
+                image = future.result()
             except (ChimeraError, MemoryError) as exc:
-                yield path, exc
+                image = exc
+            yield path, image
 
 
 def _encode(segmenter: Segmenter, items: list[tuple[str, np.ndarray]], failures: list[Failure]) -> list:

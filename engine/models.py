@@ -52,6 +52,23 @@ class SegmentationModel:
     def output_stride(self) -> int:
         return self.encoder.output_stride
 
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Move what inference runs to ``device``/``dtype``: the encoder and CLIP's text tower.
+
+        CLIP's image tower stays where it is: Chimera-Seg's head holds its own copy of the blocks it
+        uses (a GPU need not hold the other ~85 M parameters of ViT-B/16), and dense CLIP's encoder
+        *is* that tower, moved with the encoder.
+        """
+        self.encoder.to(device, dtype).eval()
+        self.clip.eval()
+        for name, part in self.clip.named_children():
+            if name != "visual":
+                part.to(device, dtype)
+        for tensor in self.clip.parameters(recurse=False):  # positional embedding, projection, scale
+            tensor.data = tensor.data.to(device, dtype)
+        for name, tensor in list(self.clip.named_buffers(recurse=False)):  # the causal mask
+            setattr(self.clip, name, tensor.to(device))
+
 
 def _clip_model_cfg(spec: ClipSpec, clip: nn.Module) -> dict:
     cfg = model_config(spec.arch)

@@ -78,17 +78,7 @@ class Segmenter:
         self.cache_images = max(1, int(cache_images))
         self.min_confidence = min_confidence
         self.calibration = calibration
-        model.encoder.to(device.device, device.dtype).eval()
-        model.clip.eval()
-        for name, part in model.clip.named_children():
-            # Chimera-Seg runs only CLIP's text tower here (its head holds its own copy of the last
-            # blocks), so the image tower stays where it is; dense CLIP's encoder *is* clip.visual.
-            if name != "visual":
-                part.to(device.device, device.dtype)
-        for name, tensor in list(model.clip.named_parameters(recurse=False)):
-            tensor.data = tensor.data.to(device.device, device.dtype)
-        for name, tensor in list(model.clip.named_buffers(recurse=False)):
-            setattr(model.clip, name, tensor.to(device.device))
+        model.place(device.device, device.dtype)
         self.text = TextEncoder(model.clip, model.templates, tokenizer=_tokenizer(model.clip_spec.arch))
         self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
         self._current: str | None = None

@@ -28,7 +28,7 @@ from trainer.evaluate import evaluate
 SIZE = 64  # shapes-world image side; the shapes CLIP's native input size
 TRAIN_SEED, VAL_SEED = 0, 1
 SCHEDULES = {  # full / quick (smoke test)
-    "clip_steps": (1500, 20), "train_images": (4000, 64), "val_images": (300, 16), "zss_iterations": (2000, 20),
+    "clip_steps": (6000, 20), "train_images": (4000, 64), "val_images": (300, 16), "zss_iterations": (2000, 20),
 }
 
 
@@ -49,8 +49,9 @@ def evaluate_model(model, data_root: Path) -> dict:
     return {k: result[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU", "pixel_accuracy", "per_class_iou")}
 
 
-def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False) -> dict:
-    from trainer.clip_pretrain import pretrain
+def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False, reuse_clip: bool = False) -> dict:
+    """Run the whole recipe; ``reuse_clip`` keeps a CLIP already pre-trained in ``work``."""
+    from trainer.clip_pretrain import pretrain, report_path
     from trainer.shapes import write_dataset
     from trainer.zss import train
 
@@ -60,7 +61,10 @@ def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False)
     report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     clip_weights = work / "shapes-clip-weights.safetensors"
-    report["clip_pretraining"] = pretrain(clip_weights, steps=SCHEDULES["clip_steps"][pick], seed=TRAIN_SEED)
+    if reuse_clip and clip_weights.is_file() and report_path(clip_weights).is_file():
+        report["clip_pretraining"] = json.loads(report_path(clip_weights).read_text())
+    else:
+        report["clip_pretraining"] = pretrain(clip_weights, steps=SCHEDULES["clip_steps"][pick], seed=TRAIN_SEED)
 
     data_root = work / "shapes"
     write_dataset(data_root / "train", SCHEDULES["train_images"][pick], seed=TRAIN_SEED, size=SIZE)

@@ -103,7 +103,7 @@ def cmd_shapes_clip(args) -> int:
     from trainer.clip_pretrain import pretrain
 
     report = pretrain(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                      log=lambda r: print(json.dumps(r), file=sys.stderr))
+                      eval_every=args.eval_every, log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
     print(json.dumps(report, indent=1))
     return 0 if report["accuracy"] >= 0.9 else 3
 
@@ -111,7 +111,8 @@ def cmd_shapes_clip(args) -> int:
 def cmd_bundle(args) -> int:
     from trainer.bundle import build_bundled_models
 
-    print(json.dumps(build_bundled_models(args.out, args.work, quick=args.quick), indent=1))
+    report = build_bundled_models(args.out, args.work, quick=args.quick, reuse_clip=args.reuse_clip)
+    print(json.dumps(report, indent=1))
     return 0
 
 
@@ -162,15 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("shapes-clip", help="pre-train the tiny shapes CLIP on image-caption pairs")
     c.add_argument("--out", required=True, type=Path)
-    c.add_argument("--steps", type=int, default=1500)
+    c.add_argument("--steps", type=int, default=6000)
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--eval-every", type=int, default=500, help="zero-shot accuracy every N steps (0 = end only)")
     c.set_defaults(func=cmd_shapes_clip)
 
     b = sub.add_parser("bundle", help="rebuild the bundled shapes-clip and shapes-chimera models")
     b.add_argument("--out", type=Path, default=Path("resources/models"))
     b.add_argument("--work", type=Path, default=Path("build/bundle"))
     b.add_argument("--quick", action="store_true", help="tiny schedule, for smoke tests")
+    b.add_argument("--reuse-clip", action="store_true", help="keep the CLIP already pre-trained in --work")
     b.set_defaults(func=cmd_bundle)
     return parser
 
