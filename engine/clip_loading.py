@@ -196,8 +196,8 @@ def create_clip(spec: ClipSpec, progress: ProgressCallback | None = None,
     if spec.weights == RANDOM:
         with _quiet_open_clip():  # it logs a warning for random weights, which here are intended
             model = open_clip.create_model(spec.arch, pretrained=None)
-    elif spec.is_file and _is_chimera_checkpoint(fetch_weights(spec)):
-        model = _clip_from_checkpoint(fetch_weights(spec))
+    elif spec.is_file and _is_chimera_checkpoint(spec.weights_path()):
+        model = _clip_from_checkpoint(spec.weights_path())
     else:
         path = fetch_weights(spec, progress, offline)
         quick_gelu = False if spec.is_file else bool(

@@ -37,6 +37,11 @@ class Context:
             dist.destroy_process_group()
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` job (or a plain process), without joining any process group."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def start(requested_device: str = "auto") -> Context:
     """Join the process group that ``torchrun`` describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -153,7 +153,7 @@ class Segmenter:
         ``calibration`` override the segmenter's defaults for this call.
         """
         classes = tuple(str(c) for c in classes)
-        parse_classes(list(classes) + list(background))  # one namespace: no phrase in both lists
+        parsed = parse_classes(list(classes) + list(background))  # one namespace: no phrase in both
         feats = features or self.features()
         text = self.text.encode(list(classes) + list(background)).to(feats.features.device)
         seen = {c.casefold() for c in self.model.seen_classes}
@@ -162,8 +162,7 @@ class Segmenter:
             min_confidence=self.min_confidence if min_confidence is None else min_confidence,
             num_background=len(background),
             calibration=self.calibration if calibration is None else calibration,
-            seen=tuple(any(p.casefold() in seen for p in phrases)
-                       for phrases in parse_classes(list(classes))))
+            seen=tuple(any(p.casefold() in seen for p in phrases) for phrases in parsed[:len(classes)]))
         labels, confidence = label_maps(feats.features, text, feats.size, rule)
         return Segmentation(labels, confidence, classes)
 

@@ -56,7 +56,7 @@ def cmd_zss(args) -> int:
     info = load_info(cfg.dataset, root)
     model = train(cfg, args.out, build_dataset(cfg.dataset, root, "train"), info, device=args.device,
                   fresh=args.fresh, show_progress=not args.quiet)
-    if args.eval and distributed.start(args.device).is_main:
+    if args.eval and distributed.is_main_process():  # training has left its process group
         val_root = split_root(cfg.dataset, Path(cfg.data_root), "val")
         _run_eval(model, cfg.dataset, val_root, Path(args.out) / "eval.json", cfg.calibration, args.device)
     return 0
@@ -64,6 +64,7 @@ def cmd_zss(args) -> int:
 
 def _run_eval(model, dataset: str, root: Path, out: Path, calibration: float, device: str,
               batch_size: int = 8) -> dict:
+    from engine.atomic import atomic_write_json
     from engine.devices import choose
     from engine.segmenter import Segmenter
     from trainer.data.datasets import build_dataset, load_info
@@ -74,8 +75,6 @@ def _run_eval(model, dataset: str, root: Path, out: Path, calibration: float, de
     segmenter = Segmenter(model, choose(device, "fp32"), batch_size=batch_size)
     result = evaluate(segmenter, build_dataset(dataset, root, "val"), info, calibration)
     print(format_table(result, info.unseen))
-    from engine.atomic import atomic_write_json
-
     atomic_write_json(out, result)
     print(f"wrote {out}")
     return result
