@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import ChimeraError, Segmentation, Segmenter, load_image
 from engine.formats.coco import ClassMask, encode_label_map
 from engine.formats.png_masks import write_index_png
-from engine import ChimeraError, Segmenter, load_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,25 +96,13 @@ def _encode(segmenter: Segmenter, items: list[tuple[str, np.ndarray]], failures:
         return [pair for item in items for pair in _encode(segmenter, [item], failures)]
 
 
-def label_images(segmenter: Segmenter, paths: Sequence[Path], root: Path, options: LabelOptions,
-                 on_progress: Callable[[int], None] = lambda n: None) -> tuple[list[LabeledImage], list[Failure]]:
-    """Pre-label ``paths`` (all under ``root``); returns results and failures.
-
-    ``on_progress(n)`` is called as every n images are finished (labelled or failed).
-    """
-    results: list[LabeledImage] = []
-    failures: list[Failure] = []
+def segment_images(segmenter: Segmenter, paths: Sequence[Path], root: Path, options: LabelOptions,
+                   failures: list[Failure], on_progress: Callable[[int], None] = lambda n: None,
+                   ) -> Iterator[tuple[str, Segmentation]]:
+    """Yield ``(relative name, segmentation)`` for every image of ``paths`` that could be labelled,
+    in order; the others are appended to ``failures``. ``on_progress(n)`` is called as every n
+    images are finished (after the caller has consumed their results)."""
     batch: list[tuple[str, np.ndarray]] = []
-
-    def flush():
-        for (name, rgb), features in _encode(segmenter, batch, failures):
-            try:
-                results.append(_finish(segmenter, name, rgb, features, options))
-            except (OSError, ValueError) as exc:
-                failures.append(Failure(name, f"could not write its mask: {exc}"))
-        on_progress(len(batch))
-        batch.clear()
-
     for path, image in _decoded(paths, workers=2, ahead=2 * segmenter.batch_size + 2):
         name = relative_name(path, root)
         if isinstance(image, Exception):
@@ -123,15 +111,38 @@ def label_images(segmenter: Segmenter, paths: Sequence[Path], root: Path, option
             continue
         batch.append((name, image))
         if len(batch) >= segmenter.batch_size:
-            flush()
+            yield from _segment_batch(segmenter, batch, options, failures)
+            on_progress(len(batch))
+            batch = []
     if batch:
-        flush()
+        yield from _segment_batch(segmenter, batch, options, failures)
+        on_progress(len(batch))
+
+
+def _segment_batch(segmenter: Segmenter, batch: list[tuple[str, np.ndarray]], options: LabelOptions,
+                   failures: list[Failure]) -> Iterator[tuple[str, Segmentation]]:
+    for (name, _rgb), features in _encode(segmenter, batch, failures):
+        yield name, segmenter.segment(options.classes, background=options.background,
+                                      min_confidence=options.min_confidence, features=features)
+
+
+def label_images(segmenter: Segmenter, paths: Sequence[Path], root: Path, options: LabelOptions,
+                 on_progress: Callable[[int], None] = lambda n: None) -> tuple[list[LabeledImage], list[Failure]]:
+    """Pre-label ``paths`` (all under ``root``); returns results and failures.
+
+    ``on_progress(n)`` is called as every n images are finished (labelled or failed).
+    """
+    results: list[LabeledImage] = []
+    failures: list[Failure] = []
+    for name, out in segment_images(segmenter, paths, root, options, failures, on_progress):
+        try:
+            results.append(_finish(name, out, options))
+        except (OSError, ValueError) as exc:
+            failures.append(Failure(name, f"could not write its mask: {exc}"))
     return results, failures
 
 
-def _finish(segmenter: Segmenter, name: str, rgb: np.ndarray, features, options: LabelOptions) -> LabeledImage:
-    out = segmenter.segment(options.classes, background=options.background,
-                            min_confidence=options.min_confidence, features=features)
+def _finish(name: str, out: Segmentation, options: LabelOptions) -> LabeledImage:
     dtype = np.uint8 if len(options.classes) <= 255 else np.uint16
     label_map = (out.labels + 1).astype(dtype)  # 0 = unlabeled, k = k-th class
     if options.png_dir is not None:

@@ -1,28 +1,44 @@
 """``chimera-label``: pre-label a folder of images from typed class names, headless, into COCO JSON.
 
     chimera-label IMAGES_DIR --classes "road,car;automobile,tree" --model MODEL --out coco.json
+    chimera-label --project IMAGES_DIR [--classes ...] [--out coco.json]
 
 Classes are separated by commas; phrases of one class by semicolons (averaged as prompts). With
 ``torchrun --nproc_per_node N chimera-label ...`` the images are split across processes (one GPU
 each where there are GPUs) and rank 0 writes one merged file.
+
+With ``--project`` the predictions go into the folder's Chimera project (the one the app opens):
+its classes (plus any given with --classes) are predicted for every image a person has not
+verified, pixels a person painted are kept, and each image is saved as soon as it is done, so an
+interrupted run loses nothing and ``--skip-predicted`` resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 
-from engine import distributed
-from chimera_app.batch_label import LabelOptions, check_png_collisions, label_images, relative_name
+from chimera_app.batch_label import (
+    Failure,
+    LabelOptions,
+    check_png_collisions,
+    label_images,
+    relative_name,
+    segment_images,
+)
+from chimera_app.project import ImageState, Project
+from chimera_app.project.exports import export_coco, export_png_masks
+from engine import ChimeraError, distributed, find_images, load_segmenter
+from engine.clip_loading import ClipSpec, fetch_weights, hf_cache_dir
 from engine.formats.coco import CocoBuilder, validate_coco, write_coco
 from engine.formats.png_masks import write_class_list
-from engine import ChimeraError, find_images, load_segmenter
-from engine.clip_loading import ClipSpec, fetch_weights, hf_cache_dir
-from engine.text import parse_classes
+from engine.text import parse_classes, split_phrases
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -46,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", default="",
                    help='phrases that compete with the classes but leave pixels unlabeled: "sky,wall"')
     p.add_argument("--model", default="shapes-chimera", help="model name or checkpoint (default: %(default)s)")
-    p.add_argument("--out", type=Path, help="COCO JSON file to write")
+    p.add_argument("--out", type=Path, help="COCO JSON file to write (with --project: an export of the project)")
+    p.add_argument("--project", type=Path, metavar="IMAGES_DIR",
+                   help="pre-label into this folder's Chimera project instead (human-verified images are skipped)")
+    p.add_argument("--project-data", type=Path, metavar="DIR",
+                   help="with --project: keep the project here instead of IMAGES_DIR/.chimera (read-only images)")
+    p.add_argument("--skip-predicted", action="store_true",
+                   help="with --project: also skip images already predicted (resume an interrupted run)")
     p.add_argument("--png-dir", type=Path, help="also write one indexed PNG mask per image and classes.json here")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -137,17 +159,93 @@ def write_outputs(args, classes, model_name, results, failures, seconds) -> int:
     return EXIT_OK
 
 
+def run_project(args: argparse.Namespace) -> int:
+    """Pre-label the images of a project that no person has verified; save each one as it is done."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ChimeraError("--project runs in one process (a project has one writer); run it without torchrun")
+    given = read_classes(args) if (args.classes or args.classes_file) else []
+    background = tuple(split_class_list(args.background))
+    with Project.open(args.project, args.project_data) as project:
+        # A class the project already has (by name) is kept as it is; the new ones are tried on a
+        # copy first, so a clash (or a background phrase that is also a class) changes nothing.
+        new = [text for text in given if project.classes.find(split_phrases(text)[0]) is None]
+        trial = project.classes.copy()
+        for text in new:
+            trial.add(text)
+        if not len(trial):
+            raise ChimeraError("the project has no classes yet: give them with --classes")
+        parse_classes(trial.prompts() + list(background))  # fail before loading any model
+        for text in new:
+            project.classes.add(text)
+        images = project.images()
+        if not images:
+            raise ChimeraError(f"no images found in {project.root}")
+        skip = {ImageState.VERIFIED} | ({ImageState.PREDICTED} if args.skip_predicted else set())
+        todo = [rel for rel in images if project.state(rel) not in skip]
+        project.save_meta()
+        saved: list[str] = []
+        failures: list[Failure] = []
+        start = time.perf_counter()
+        try:
+            if todo:
+                segmenter = load_segmenter(args.model, device=args.device, precision=args.precision,
+                                           batch_size=args.batch_size)
+                project.model = args.model  # the app offers the model that made the predictions
+                print(f"chimera-label: {len(todo)} of {len(images)} images to label into {project.data_dir}, "
+                      f"{len(project.classes)} classes, {segmenter.describe()}", file=sys.stderr)
+                _label_into(project, segmenter, todo, background, args, saved, failures)
+        except KeyboardInterrupt:
+            print(f"chimera-label: interrupted; {len(saved)} images were saved in the project, run again with "
+                  "--skip-predicted to go on", file=sys.stderr)
+            return 130
+        for failure in failures:
+            print(f"skipped {failure.file_name}: {failure.reason}", file=sys.stderr)
+        print(f"chimera-label: labelled {len(saved)} images, {len(images) - len(todo)} left as they were "
+              f"({'human-verified or predicted' if args.skip_predicted else 'human-verified'}), "
+              f"{len(failures)} failed, {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        if todo and not saved:
+            return EXIT_FAILED
+        for kind, target, export in (("COCO", args.out, export_coco), ("PNG masks", args.png_dir, export_png_masks)):
+            if target is not None:
+                record = export(project, target)
+                print(f"wrote {kind} {target}: {record['images']} images, {record['annotations']} annotations",
+                      file=sys.stderr)
+    return EXIT_OK
+
+
+def _label_into(project: Project, segmenter, todo: list[str], background: tuple[str, ...],
+                args: argparse.Namespace, saved: list[str], failures: list[Failure]) -> None:
+    """Segment ``todo`` with the project's classes; write each prediction into its document (pixels
+    a person decided stay) and save it at once, appending it to ``saved``."""
+    options = LabelOptions(tuple(project.classes.prompts()), background, args.min_confidence)
+    to_class_id = np.asarray([0, *project.classes.ids()], dtype=np.uint16)  # index -1..K-1, shifted by 1
+    with distributed.progress(len(todo), enabled=not args.quiet) as bar:
+        paths = [project.image_path(rel) for rel in todo]
+        for rel, out in segment_images(segmenter, paths, project.root, options, failures, bar.update):
+            try:
+                doc = project.load_document(rel)
+                doc.set_prediction(to_class_id[out.labels + 1], out.confidence)
+                project.save_document(rel, doc)
+            except (ChimeraError, OSError) as exc:  # e.g. damaged saved labels: reported, left alone
+                failures.append(Failure(rel, str(exc)))
+            else:
+                saved.append(rel)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.download:
             return download(args.download)
-        if args.images_dir is None or args.out is None or not (args.classes or args.classes_file):
+        if args.project is not None:
+            if args.images_dir is not None:
+                parser.error("give the folder either as IMAGES_DIR or as --project, not both")
+        elif args.images_dir is None or args.out is None or not (args.classes or args.classes_file):
             parser.error("IMAGES_DIR, --classes (or --classes-file) and --out are required")
         if args.batch_size < 1 or not 0 <= args.min_confidence <= 1:
             parser.error("--batch-size must be ≥ 1 and --min-confidence in [0, 1]")
-        return run(args)
+        return run_project(args) if args.project is not None else run(args)
     except ChimeraError as exc:
         print(f"chimera-label: {exc}", file=sys.stderr)
         return EXIT_FAILED

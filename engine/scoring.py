@@ -3,6 +3,10 @@
 The cheap half of the pipeline, re-run on every change of class names. Logits are computed on the
 feature grid, upsampled bilinearly (PyTorch's half-pixel rule, ``align_corners=False``) to the
 original image size band by band, so a 100 MP image never holds ``K x H x W`` floats at once.
+
+``output_size`` scores at another resolution instead (e.g. the size the image is shown at): the
+app re-scores at screen resolution on every keystroke and at full resolution once typing settles.
+Upsampling goes straight from the feature grid to that size, so its cost scales with its pixels.
 """
 
 from __future__ import annotations
@@ -45,13 +49,17 @@ def _axis_weights(out_len: int, in_len: int, device: torch.device):
 
 
 def label_maps(features: torch.Tensor, text: torch.Tensor, size: tuple[int, int],
-               rule: ScoringRule) -> tuple[np.ndarray, np.ndarray]:
+               rule: ScoringRule, output_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features ``C x h x w`` and unit text embeddings ``K x C`` → (labels, confidence).
 
     ``labels``: ``H x W`` int32 index into the non-background classes, -1 = unlabeled.
     ``confidence``: ``H x W`` float32 in [0, 1], the softmax probability of the best class.
+    ``H x W`` is ``size`` (the image's), or ``output_size`` when given (the grid spans the whole
+    image either way, so a smaller ``output_size`` is the same map at a lower resolution).
     """
-    height, width = size
+    height, width = output_size if output_size is not None else size
+    if height < 1 or width < 1:
+        raise ValueError(f"output size must be positive, got {(height, width)}")
     num_classes = text.shape[0]
     if num_classes - rule.num_background < 1:
         raise ValueError("at least one class besides the background prompts is needed")

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from engine import tiling
+from engine.clip_loading import ProgressCallback
 from engine.devices import DeviceChoice, choose
 from engine.models import SegmentationModel, build_model
-from engine.clip_loading import ProgressCallback
 from engine.scoring import ScoringRule, label_maps
 from engine.text import TextEncoder, parse_classes
 
@@ -136,6 +136,10 @@ class Segmenter:
         self._current = key
         return key
 
+    def is_cached(self, key: str) -> bool:
+        """Whether the features of ``key`` are in the LRU (``segment`` can run without the pixels)."""
+        return key in self._cache
+
     def features(self, key: str | None = None) -> ImageFeatures:
         key = key or self._current
         if key is None or key not in self._cache:
@@ -145,12 +149,15 @@ class Segmenter:
     # -- scoring --------------------------------------------------------------------------------
     def segment(self, classes: Sequence[str], *, background: Sequence[str] = (),
                 min_confidence: float | None = None, calibration: float | None = None,
-                features: ImageFeatures | None = None) -> Segmentation:
+                features: ImageFeatures | None = None,
+                output_size: tuple[int, int] | None = None) -> Segmentation:
         """Label every pixel of the current image (or of ``features``) with one of ``classes``.
 
         ``background``: extra phrases that compete with the classes but whose pixels stay unlabeled
         (e.g. ``["sky", "wall"]`` when only the objects matter). ``min_confidence`` and
-        ``calibration`` override the segmenter's defaults for this call.
+        ``calibration`` override the segmenter's defaults for this call. ``output_size`` ``(h, w)``
+        scores the whole image at that resolution instead of its own (a quick preview at screen
+        size while the user types); the maps then have that shape.
         """
         classes = tuple(str(c) for c in classes)
         parsed = parse_classes(list(classes) + list(background))  # one namespace: no phrase in both
@@ -163,7 +170,7 @@ class Segmenter:
             num_background=len(background),
             calibration=self.calibration if calibration is None else calibration,
             seen=tuple(any(p.casefold() in seen for p in phrases) for phrases in parsed[:len(classes)]))
-        labels, confidence = label_maps(feats.features, text, feats.size, rule)
+        labels, confidence = label_maps(feats.features, text, feats.size, rule, output_size)
         return Segmentation(labels, confidence, classes)
 
 

@@ -3,7 +3,8 @@
 1. pre-train the tiny shapes CLIP on captions of **all** shapes → ``shapes-clip`` (training-free dense CLIP);
 2. generate shapes-world train (seed 0) and val (seed 1) folders;
 3. train Chimera-Seg on the **seen** shapes' masks only → ``shapes-chimera``;
-4. evaluate both on the val folder (seen and unseen shapes) and record the numbers in the checkpoints.
+4. evaluate both on the val folder (seen and unseen shapes) and record the numbers in the checkpoints;
+5. draw the demo images ``chimera-app --demo`` copies (``resources/demo``; the app never imports the trainer).
 
 Both files embed their CLIP in fp16, so each works alone on an offline machine.
 """
@@ -27,6 +28,7 @@ from trainer.evaluate import evaluate
 
 SIZE = 64  # shapes-world image side; the shapes CLIP's native input size
 TRAIN_SEED, VAL_SEED = 0, 1
+DEMO_SEED, DEMO_IMAGES, DEMO_SIZE = 7, 8, 256  # demo: a seed no training or test uses, drawn larger
 SCHEDULES = {  # full / quick (smoke test)
     "clip_steps": (6000, 20), "train_images": (4000, 64), "val_images": (300, 16), "zss_iterations": (2000, 20),
 }
@@ -47,6 +49,22 @@ def evaluate_model(model, data_root: Path) -> dict:
     segmenter = Segmenter(model, choose("cpu", "fp32"), batch_size=32)
     result = evaluate(segmenter, build_dataset("shapes", val, "val"), load_info("shapes", val))
     return {k: result[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU", "pixel_accuracy", "per_class_iou")}
+
+
+def write_demo_images(out_dir: str | Path) -> list[Path]:
+    """The demo folder's images: shapes-world scenes (seen and unseen shapes) at ``DEMO_SIZE`` px."""
+    from PIL import Image
+
+    from trainer.shapes import SHAPE_CLASSES, sample
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(DEMO_IMAGES):
+        paths.append(out / f"demo{i + 1:02d}.png")
+        Image.fromarray(sample(DEMO_SEED, i, DEMO_SIZE, min_objects=2).image).save(paths[-1], optimize=True)
+    (out / "classes.txt").write_text("\n".join(SHAPE_CLASSES) + "\n")  # the app cannot import the trainer
+    return paths
 
 
 def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False, reuse_clip: bool = False) -> dict:
@@ -88,5 +106,6 @@ def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False,
     report["shapes_chimera_eval"] = evaluate_model(model, data_root)
     save_model(model, out / "shapes-chimera.safetensors", embed_clip=True, storage_dtype=torch.float16,
                info={"evaluation": report["shapes_chimera_eval"], "training": cfg.to_dict()})
+    write_demo_images(out.parent / "demo")
     report["files"] = {p.name: p.stat().st_size for p in sorted(out.glob("shapes-*.safetensors"))}
     return report

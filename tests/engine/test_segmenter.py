@@ -156,3 +156,31 @@ def test_scoring_in_bands_equals_one_pass(monkeypatch):
     banded = label_maps(feats, text, (250, 333), rule)
     np.testing.assert_array_equal(whole[0], banded[0])
     np.testing.assert_allclose(whole[1], banded[1], rtol=1e-6, atol=1e-6)  # SIMD rounding only
+
+
+def test_scoring_at_an_output_size_equals_interpolating_to_it():
+    torch.manual_seed(2)
+    feats = F.normalize(torch.randn(8, 5, 7), dim=0)
+    text = F.normalize(torch.randn(3, 8), dim=1)
+    rule = ScoringRule(logit_scale=10.0)
+    labels, conf = label_maps(feats, text, (370, 610), rule, output_size=(37, 61))
+    assert labels.shape == conf.shape == (37, 61)
+    logits = F.interpolate(torch.einsum("chw,kc->khw", feats, text)[None] * 10, size=(37, 61),
+                           mode="bilinear", align_corners=False)[0]
+    prob = logits.softmax(0)
+    np.testing.assert_array_equal(labels, prob.argmax(0).numpy())
+    np.testing.assert_allclose(conf, prob.max(0).values.numpy(), rtol=1e-5, atol=1e-6)
+    full = label_maps(feats, text, (37, 61), rule)  # output_size == size: the same as leaving it out
+    np.testing.assert_array_equal(label_maps(feats, text, (37, 61), rule, output_size=(37, 61))[0], full[0])
+    with pytest.raises(ValueError):
+        label_maps(feats, text, (37, 61), rule, output_size=(0, 10))
+
+
+def test_segment_at_display_size_is_the_full_map_at_lower_resolution(tiny_segmenter):
+    key = tiny_segmenter.set_image(_image(192, 256))
+    assert tiny_segmenter.is_cached(key) and not tiny_segmenter.is_cached("other")
+    full = tiny_segmenter.segment(["red thing", "green thing"])
+    small = tiny_segmenter.segment(["red thing", "green thing"], output_size=(96, 128))
+    assert small.labels.shape == small.confidence.shape == (96, 128) and full.labels.shape == (192, 256)
+    # same scores, sampled at the centres of 2x2 blocks: agree except at (rare) boundary pixels
+    assert (small.labels == full.labels[::2, ::2]).mean() > 0.95

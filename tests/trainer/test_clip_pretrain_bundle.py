@@ -7,7 +7,7 @@ import torch
 
 from engine import load_segmenter
 from engine.checkpoints import read_metadata
-from trainer.clip_pretrain import CaptionedShapes, contrastive_loss, pretrain, report_path
+from trainer.clip_pretrain import CaptionedShapes, caption_matches, contrastive_loss, pretrain, report_path
 from trainer.shapes import SHAPE_CLASSES
 
 
@@ -15,6 +15,35 @@ def test_contrastive_loss_prefers_matching_pairs():
     x = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
     scale = torch.tensor(3.0)
     assert contrastive_loss(x, x, scale) < contrastive_loss(x, x.roll(1, 0), scale)
+
+
+def test_contrastive_loss_stops_rewarding_telling_matching_pairs_apart():
+    torch.manual_seed(0)
+    apart = torch.nn.functional.normalize(torch.randn(4, 16), dim=1)
+    alike = apart.clone()
+    alike[1] = alike[0]  # pairs 0 and 1 embedded as one: images of the same thing, captioned alike
+    scale = torch.tensor(3.0)
+    matches = torch.eye(4, dtype=torch.bool)
+    matches[0, 1] = matches[1, 0] = True
+    # Plain CLIP loss pays for separating pairs 0 and 1; with their match declared it pays for merging.
+    assert contrastive_loss(apart, apart, scale) < contrastive_loss(alike, alike, scale)
+    assert contrastive_loss(alike, alike, scale, matches) < contrastive_loss(apart, apart, scale, matches)
+
+
+def _counts(*pairs):
+    from trainer.clip_pretrain import _pair_counts
+    return _pair_counts(list(pairs))
+
+
+def test_caption_matches_requires_the_same_shapes_and_true_colours():
+    shown = torch.stack([_counts(("star", "red")), _counts(("star", "blue")),
+                         _counts(("star", "red"), ("circle", "blue")), _counts(("star", "red"))])
+    said = torch.stack([_counts(("star", "red")), _counts(), _counts(("circle", "blue")), _counts()])
+    m = caption_matches(shown, said)
+    assert m.diagonal().all()
+    assert m[3, 0] and m[0, 3]  # "a red star" is true of the other red star; "a star" of any star
+    assert not m[1, 0] and m[1, 3]  # "a red star" is false of a blue star; "a star" is true
+    assert not m[2, 0] and not m[0, 2]  # a scene with one more shape never matches
 
 
 def test_captioned_pairs_cover_every_class():
@@ -25,8 +54,9 @@ def test_captioned_pairs_cover_every_class():
     ids = {c: tokenizer([c])[0][1].item() for c in SHAPE_CLASSES}
     seen = set()
     for i in range(len(data)):
-        image, tokens = data[i]
+        image, tokens, shown, said = data[i]
         assert image.shape == (3, 64, 64) and tokens.shape == (32,)
+        assert (said <= shown).all() and shown.sum() >= 1
         seen |= {c for c, t in ids.items() if t in tokens.tolist()}
     assert seen == set(SHAPE_CLASSES)  # unseen shapes' names are in the CLIP's captions too
 

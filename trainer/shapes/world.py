@@ -35,7 +35,7 @@ from engine.formats.png_masks import write_index_png
 from trainer.shapes.draw import background, shape_alpha
 
 __all__ = ["SHAPE_CLASSES", "SPLIT", "COLORS", "CAPTION_TEMPLATES", "Shape", "Sample",
-           "render_sample", "sample", "make_caption", "write_dataset"]
+           "render_sample", "sample", "make_caption", "describe", "write_dataset"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross", "heart",
                                   "crescent", "hexagon", "diamond", "pentagon", "arrow")
@@ -96,13 +96,21 @@ def make_caption(rng: np.random.Generator, instances: Sequence[tuple[str, str]],
                  color_p: float = 0.9) -> str:
     """A simple caption naming every instance (random order and template); each instance's colour
     is said with probability ``color_p``, so shape and colour words are learned apart."""
-    phrases = []
+    return describe(rng, instances, color_p)[0]
+
+
+def describe(rng: np.random.Generator, instances: Sequence[tuple[str, str]],
+             color_p: float = 0.9) -> tuple[str, list[tuple[str, str | None]]]:
+    """``make_caption``'s caption and what it says: (shape, colour or None when unsaid) per instance."""
+    phrases, said = [], []
     for i in rng.permutation(len(instances)):
         name, color = instances[i]
-        words = f"{color} {name}" if rng.random() < color_p else name
+        with_color = rng.random() < color_p
+        words = f"{color} {name}" if with_color else name
         phrases.append(f"{_article(words)} {words}")
+        said.append((name, color if with_color else None))
     listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-    return CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))].format(listed)
+    return CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))].format(listed), said
 
 
 def _random_shape(rng: np.random.Generator, size: int, classes: Sequence[str],

@@ -1,0 +1,185 @@
+"""The project's class list: ordered classes with stable ids, phrases and colours. Qt-free.
+
+A class is typed as one or more phrases separated by ``;`` ("car; automobile"); the first phrase is
+its display name and all of them are averaged as prompts by the engine. Ids are stable: a label map
+stores ids, so an id is never given to another class, even after its class was deleted (the list
+keeps ``next_id``). Colours are ``engine.formats.palette.class_color(id)`` unless the user picked one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from engine.errors import ClassNameError
+from engine.formats.palette import class_color
+
+__all__ = ["MAX_CLASS_ID", "ClassList", "LabelClass"]
+
+MAX_CLASS_ID = 0xFFFF  # label maps are uint16; 0 means unlabeled
+
+
+@dataclass
+class LabelClass:
+    id: int  # stable, >= 1, never reused
+    name: str  # display name = first phrase
+    phrases: list[str]
+    color: tuple[int, int, int]
+    hidden: bool = False
+
+    @property
+    def prompt(self) -> str:
+        """What engine.Segmenter.segment takes for this class: its phrases joined by "; "."""
+        return "; ".join(self.phrases)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "phrases": list(self.phrases), "color": list(self.color), "hidden": self.hidden}
+
+
+def split_phrases(text: str) -> list[str]:
+    """``"car; automobile"`` -> ``["car", "automobile"]``: engine.text.split_phrases's rule (a test
+    keeps them equal), repeated here because engine.text imports torch and this package must not."""
+    return [" ".join(p.split()) for p in text.split(";") if p.strip()]
+
+
+def _check_color(rgb) -> tuple[int, int, int]:
+    color = tuple(int(c) for c in rgb)
+    if len(color) != 3 or not all(0 <= c <= 255 for c in color):
+        raise ValueError(f"a colour is three integers in 0..255, got {rgb!r}")
+    return color  # type: ignore[return-value]
+
+
+class ClassList:
+    """Ordered classes (order = display order and keys 1..9). ``changed`` callables are called with
+    no argument after every change, so a view can refresh without the list knowing any GUI."""
+
+    def __init__(self, next_id: int = 1) -> None:
+        self._classes: list[LabelClass] = []
+        self.next_id = next_id  # the id the next added class gets; never decreases
+        self.changed: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return f"ClassList({[c.prompt for c in self._classes]!r}, next_id={self.next_id})"
+
+    # -- reading --------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[LabelClass]:
+        return iter(list(self._classes))
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+    def __contains__(self, class_id: object) -> bool:
+        return any(c.id == class_id for c in self._classes)
+
+    def by_id(self, class_id: int) -> LabelClass:
+        for c in self._classes:
+            if c.id == class_id:
+                return c
+        raise KeyError(f"no class with id {class_id}")
+
+    def at_key(self, n: int) -> LabelClass | None:
+        """The class on number key ``n`` (1..9), or None when there is none."""
+        return self._classes[n - 1] if 1 <= n <= min(9, len(self._classes)) else None
+
+    def ids(self) -> list[int]:
+        return [c.id for c in self._classes]
+
+    def prompts(self) -> list[str]:
+        return [c.prompt for c in self._classes]
+
+    def find(self, text: str) -> LabelClass | None:
+        """The class whose name, or else any of whose phrases, equals ``text`` (case-insensitive)."""
+        key = " ".join(text.split()).casefold()
+        for match in (lambda c: c.name.casefold() == key, lambda c: key in {p.casefold() for p in c.phrases}):
+            found = next((c for c in self._classes if match(c)), None)
+            if found is not None:
+                return found
+        return None
+
+    # -- changing -------------------------------------------------------------------------------
+    def add(self, text: str) -> LabelClass:
+        """Add a class typed as "name; other phrase"; it gets the next id and that id's colour.
+
+        Raises ClassNameError for an empty name, a phrase repeated in ``text`` or one that another
+        class already has (case-insensitive: such classes could never be told apart).
+        """
+        phrases = self._validate(text, exclude=None)
+        if self.next_id > MAX_CLASS_ID:
+            raise ClassNameError(f"a project holds at most {MAX_CLASS_ID} classes over its lifetime")
+        new = LabelClass(self.next_id, phrases[0], phrases, class_color(self.next_id))
+        self._classes.append(new)
+        self.next_id += 1
+        self._notify()
+        return new
+
+    def rename(self, class_id: int, text: str) -> LabelClass:
+        """New phrases for a class (same validation as add); its id and colour stay."""
+        target = self.by_id(class_id)
+        phrases = self._validate(text, exclude=class_id)
+        target.phrases, target.name = phrases, phrases[0]
+        self._notify()
+        return target
+
+    def remove(self, class_id: int) -> None:
+        """Delete a class. Its id is retired: ``next_id`` does not go back."""
+        self._classes.remove(self.by_id(class_id))
+        self._notify()
+
+    def move(self, class_id: int, new_index: int) -> None:
+        """Put a class at ``new_index`` of the display order (clamped to the list)."""
+        target = self.by_id(class_id)
+        self._classes.remove(target)
+        self._classes.insert(max(0, min(new_index, len(self._classes))), target)
+        self._notify()
+
+    def set_hidden(self, class_id: int, hidden: bool) -> None:
+        self.by_id(class_id).hidden = bool(hidden)
+        self._notify()
+
+    def set_color(self, class_id: int, rgb: tuple[int, int, int]) -> None:
+        self.by_id(class_id).color = _check_color(rgb)
+        self._notify()
+
+    # -- files ----------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        """``{"classes": [{"id", "phrases", "color", "hidden"}, ...], "next_class_id": N}``."""
+        return {"classes": [c.to_json() for c in self._classes], "next_class_id": self.next_id}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ClassList:
+        """The list ``to_json`` wrote. Raises ClassNameError or ValueError for an inconsistent one
+        (repeated id or phrase, id at or above next_class_id, bad colour)."""
+        result = cls(next_id=int(data.get("next_class_id", 1)))
+        for item in data.get("classes", []):
+            class_id = int(item["id"])
+            if not 1 <= class_id < result.next_id or class_id in result:
+                raise ValueError(f"class id {class_id} is repeated or not below next_class_id {result.next_id}")
+            phrases = result._validate("; ".join(item["phrases"]), exclude=None)
+            color = _check_color(item.get("color", class_color(class_id)))
+            result._classes.append(LabelClass(class_id, phrases[0], phrases, color, bool(item.get("hidden", False))))
+        return result
+
+    def copy(self) -> ClassList:
+        """An independent copy without observers (to try changes before making them)."""
+        return ClassList.from_json(self.to_json())
+
+    # -- inside ---------------------------------------------------------------------------------
+    def _validate(self, text: str, exclude: int | None) -> list[str]:
+        phrases = split_phrases(str(text))
+        if not phrases:
+            raise ClassNameError("a class needs a name: type at least one letter")
+        keys = [p.casefold() for p in phrases]
+        repeated = next((p for p, k in zip(phrases, keys) if keys.count(k) > 1), None)
+        if repeated is not None:
+            raise ClassNameError(f"the phrase {repeated!r} is typed twice")
+        for other in self._classes:
+            if other.id == exclude:
+                continue
+            clash = next((p for p in phrases if p.casefold() in {q.casefold() for q in other.phrases}), None)
+            if clash is not None:
+                raise ClassNameError(f"the phrase {clash!r} is already used by the class {other.name!r}")
+        return phrases
+
+    def _notify(self) -> None:
+        for callback in list(self.changed):
+            callback()

@@ -1,0 +1,16 @@
+"""Errors of the project store a user can cause (a damaged file, a project already open elsewhere).
+
+Both derive from engine.ChimeraError, so the app and chimera-label show their message as it is.
+"""
+
+from __future__ import annotations
+
+from engine.errors import ChimeraError
+
+
+class ProjectError(ChimeraError):
+    """A project file is unreadable, damaged or does not fit its image; nothing was overwritten."""
+
+
+class ProjectLockedError(ProjectError):
+    """The project is open in another Chimera (another process, or this one); names the holder."""

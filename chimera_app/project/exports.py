@@ -1,0 +1,163 @@
+"""A project's labels out as semantic COCO JSON or indexed PNG masks, and COCO JSON back in. Qt-free.
+
+Category ids: a class's stable id when the project never deleted a class (then ids are exactly
+1..N, and COCO readers, engine.formats.coco.validate_coco and the trainer need 1..N). After a
+deletion the remaining classes are numbered 1..N in the order of their stable ids, so the numbering
+never depends on the display order; every export record lists the stable id of each category
+("category_class_ids", category k = entry k-1).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from chimera_app.batch_label import check_png_collisions, png_path
+from chimera_app.project.classes import LabelClass
+from chimera_app.project.document import ImageState, LabelDocument, Provenance
+from chimera_app.project.errors import ProjectError
+from chimera_app.project.store import Project
+from engine.errors import ChimeraError
+from engine.formats.coco import (
+    CocoBuilder,
+    read_coco_label_maps,
+    validate_coco,
+    write_coco,
+)
+from engine.formats.png_masks import write_class_list, write_index_png
+from engine.images import read_image_size
+
+__all__ = ["ExportError", "export_coco", "export_png_masks", "import_coco"]
+
+
+class ExportError(ProjectError):
+    """An export or import cannot be done as asked; nothing was written or changed."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _categories(project: Project) -> tuple[list[LabelClass], np.ndarray]:
+    """(classes in category order, lookup table stable id -> category id, 0 -> 0)."""
+    classes = sorted(project.classes, key=lambda c: c.id)
+    table = np.zeros(max([c.id for c in classes], default=0) + 1, dtype=np.uint16)
+    for category_id, c in enumerate(classes, start=1):
+        table[c.id] = category_id
+    return classes, table
+
+
+def _selected(project: Project, states: Iterable[ImageState | str] | None) -> list[str]:
+    """The project's images in one of ``states``; None = every image with labels (predicted or
+    human-verified): an unlabeled image adds nothing to a dataset."""
+    wanted = {ImageState(s) for s in states} if states is not None else {ImageState.PREDICTED, ImageState.VERIFIED}
+    return [rel for rel in project.images() if project.state(rel) in wanted]
+
+
+def _record(project: Project, kind: str, path: Path, images: int, annotations: int,
+            classes: list[LabelClass]) -> dict:
+    entry = {"time": _now(), "kind": kind, "path": str(path), "images": images, "annotations": annotations,
+             "category_class_ids": [c.id for c in classes]}
+    project.exports.append(entry)
+    project.save_meta()
+    return dict(entry)
+
+
+def _category_map(doc: LabelDocument, table: np.ndarray) -> np.ndarray:
+    return table[doc.labels]  # load_document already unlabeled the ids of deleted classes
+
+
+def export_coco(project: Project, path: str | os.PathLike[str],
+                states: Iterable[ImageState | str] | None = None) -> dict:
+    """Write the images in ``states`` (default: predicted and verified) as semantic COCO JSON; return the export
+    record (also appended to ``project.exports``). The file is validated before it is written,
+    atomically: ExportError lists the problems and the old file, if any, stays."""
+    classes, table = _categories(project)
+    names = [c.name for c in classes]
+    builder = CocoBuilder(names, info={"description": "Chimera semantic segmentation export",
+                                       "model": project.model, "date_created": _now()})
+    for rel in _selected(project, states):
+        doc = project.load_document(rel)
+        builder.add_image(rel, doc.shape[1], doc.shape[0], _category_map(doc, table))
+    coco = builder.to_dict()
+    problems = validate_coco(coco, expected_classes=names)
+    if problems:
+        raise ExportError("the COCO export failed validation, nothing was written: " + "; ".join(problems[:5]))
+    write_coco(path, coco)
+    return _record(project, "coco", Path(path), len(coco["images"]), len(coco["annotations"]), classes)
+
+
+def export_png_masks(project: Project, out_dir: str | os.PathLike[str],
+                     states: Iterable[ImageState | str] | None = None) -> dict:
+    """One indexed PNG per image in ``states`` (as export_coco) (``out_dir/<rel without suffix>.png``, value = category id as in
+    the COCO export, 0 = unlabeled) and ``classes.json``; returns the export record."""
+    out_dir = Path(out_dir)
+    classes, table = _categories(project)
+    selected = _selected(project, states)
+    try:
+        check_png_collisions(selected)
+    except ChimeraError as exc:
+        raise ExportError(str(exc)) from exc
+    masks = 0
+    for rel in selected:
+        category_map = _category_map(project.load_document(rel), table)
+        write_index_png(png_path(out_dir, rel), category_map, num_classes=len(classes))
+        masks += len(np.unique(category_map[category_map != 0]))
+    write_class_list(out_dir, [c.name for c in classes])
+    return _record(project, "png", out_dir, len(selected), masks, classes)
+
+
+def import_coco(project: Project, path: str | os.PathLike[str]) -> dict:
+    """Read a semantic COCO file into the project: each listed image's labels are replaced by the
+    file's (labelled pixels HUMAN, the rest unlabeled) and it becomes human-verified. Categories
+    match classes by name (else by phrase, case-insensitive); missing ones are added.
+
+    Everything is checked before anything changes: images missing from the project, sizes that
+    differ, overlapping masks or class names that clash raise ExportError and change nothing.
+    """
+    try:
+        names, maps = read_coco_label_maps(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ExportError(f"cannot import '{path}': {exc}") from exc
+    maps = {PurePosixPath(name.replace("\\", "/")).as_posix(): m for name, m in maps.items()}
+    known = set(project.images())
+    missing = sorted(set(maps) - known)
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise ExportError(f"{len(missing)} images of '{path}' are not in the project {project.root}: {shown}; "
+                          "nothing was imported")
+    wrong = []
+    for rel, labels in maps.items():
+        width, height = read_image_size(project.image_path(rel))
+        if labels.shape != (height, width):
+            wrong.append(f"{rel} ({labels.shape[1]}x{labels.shape[0]} in the file, {width}x{height} on disk)")
+    if wrong:
+        raise ExportError(f"sizes differ for {', '.join(wrong[:10])}; nothing was imported")
+    trial = project.classes.copy()  # resolve every name on a copy: a clash must change nothing
+    added: list[str] = []
+    ids = [0]  # category id -> class id
+    for name in names:
+        match = trial.find(name)
+        if match is None:
+            try:
+                match = trial.add(name)
+            except ChimeraError as exc:
+                raise ExportError(f"cannot add the category {name!r} of '{path}': {exc}; nothing was "
+                                  "imported") from exc
+            added.append(match.prompt)
+        ids.append(match.id)
+    for text in added:  # the same adds in the same order give the same ids as on the copy
+        project.classes.add(text)
+    table = np.asarray(ids, dtype=np.uint16)
+    annotations = 0
+    for rel in sorted(maps):
+        labels = table[maps[rel]]
+        provenance = np.where(labels != 0, np.uint8(Provenance.HUMAN), np.uint8(Provenance.NONE))
+        project.save_document(rel, LabelDocument(labels, provenance, ImageState.VERIFIED))
+        annotations += len(np.unique(labels[labels != 0]))
+    project.save_meta()
+    return {"path": str(path), "images": len(maps), "annotations": annotations, "classes_added": added}

@@ -1,0 +1,233 @@
+"""The edit journal: committed edits appended and fsynced, so a crash or a kill loses none of them.
+
+File ``journal.log``, a sequence of records, each::
+
+    4 bytes   magic b"CJR1"
+    4 bytes   payload length N (uint32, little-endian)
+    4 bytes   CRC-32 of the payload (zlib.crc32, uint32, little-endian)
+    N bytes   payload:
+                4 bytes  header length M (uint32, little-endian)
+                M bytes  header, UTF-8 JSON: {"image": rel, "y0", "x0", "height", "width",
+                         "image_height", "image_width", "state"}
+                height*width*2 bytes  labels in the box, uint16 little-endian, row-major
+                height*width   bytes  provenance in the box, uint8, row-major
+
+A record holds the document's values inside the patch's box after the edit, so replaying the
+records of an image in order over its saved maps gives the document as it was. A record that is cut
+short or fails its checksum (the process died while appending it) ends the journal: it and anything
+after it are ignored, and the file is cut back to the last intact record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.atomic import atomic_write_bytes
+
+__all__ = ["Journal", "JournalRecord"]
+
+_MAGIC = b"CJR1"
+_FRAME = struct.Struct("<4sII")  # magic, payload length, crc32
+_HEADER_LEN = struct.Struct("<I")
+_MAX_PAYLOAD = 2**31  # a larger length can only be garbage
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    image: str
+    y0: int
+    x0: int
+    labels: np.ndarray  # uint16 h x w
+    provenance: np.ndarray  # uint8 h x w
+    state: str
+    image_shape: tuple[int, int]  # (height, width) of the whole document when it was recorded
+
+
+def encode_record(record: JournalRecord) -> bytes:
+    h, w = record.labels.shape
+    header = json.dumps({"image": record.image, "y0": record.y0, "x0": record.x0, "height": h, "width": w,
+                         "image_height": record.image_shape[0], "image_width": record.image_shape[1],
+                         "state": record.state}).encode("utf-8")
+    payload = b"".join([_HEADER_LEN.pack(len(header)), header,
+                        np.ascontiguousarray(record.labels, dtype="<u2").tobytes(),
+                        np.ascontiguousarray(record.provenance, dtype=np.uint8).tobytes()])
+    return _FRAME.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def _header(payload: bytes) -> tuple[dict, int, int, int]:
+    """(header, box height, box width, offset of the arrays); ValueError if they do not add up."""
+    (size,) = _HEADER_LEN.unpack_from(payload)
+    head = json.loads(payload[4:4 + size].decode("utf-8"))
+    h, w = int(head["height"]), int(head["width"])
+    if h < 0 or w < 0 or len(payload) != 4 + size + 3 * h * w or not isinstance(head["image"], str):
+        raise ValueError("record length does not match its box")
+    return head, h, w, 4 + size
+
+
+def decode_payload(payload: bytes) -> JournalRecord:
+    head, h, w, start = _header(payload)
+    labels = np.frombuffer(payload, "<u2", h * w, start).astype(np.uint16).reshape(h, w)
+    prov = np.frombuffer(payload, np.uint8, h * w, start + 2 * h * w).copy().reshape(h, w)
+    return JournalRecord(str(head["image"]), int(head["y0"]), int(head["x0"]), labels, prov, str(head["state"]),
+                         (int(head["image_height"]), int(head["image_width"])))
+
+
+def scan(data: bytes) -> tuple[list[tuple[int, int, str, str]], int]:
+    """([(offset, length, image, state) of every intact record], end of the last intact record)."""
+    records, pos = [], 0
+    while pos + _FRAME.size <= len(data):
+        magic, length, crc = _FRAME.unpack_from(data, pos)
+        end = pos + _FRAME.size + length
+        if magic != _MAGIC or length > _MAX_PAYLOAD or end > len(data):
+            break
+        payload = data[pos + _FRAME.size:end]
+        if zlib.crc32(payload) != crc:
+            break
+        try:
+            head = _header(payload)[0]
+            image, state = head["image"], str(head["state"])
+        except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
+            break  # intact bytes we cannot read: a foreign or newer format, treated like damage
+        records.append((pos, end - pos, image, state))
+        pos = end
+    return records, pos
+
+
+@dataclass(frozen=True)
+class _Entry:
+    offset: int
+    length: int
+    seq: int  # per image, counting every record appended since the journal was opened
+    state: str
+
+
+class Journal:
+    """An append-only journal file with an index of the intact records per image.
+
+    Thread-safe: an editor may append on its GUI thread while a saver thread drops what it saved.
+    ``mark(image)`` taken when a document is copied for saving and passed to ``drop`` forgets only
+    the records that copy contains, never an edit appended meanwhile.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dropped_bytes = 0  # bytes of a torn or damaged tail ignored at open
+        self._lock = threading.RLock()
+        data = path.read_bytes() if path.exists() else b""
+        found, end = scan(data)
+        self._index: dict[str, list[_Entry]] = {}
+        self._seq: dict[str, int] = {}
+        for offset, length, image, state in found:
+            self._add(image, offset, length, state)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            if end < len(data):
+                self.dropped_bytes = len(data) - end
+                os.ftruncate(fd, end)  # so the next record follows the last intact one
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._size = end
+
+    def images(self) -> list[str]:
+        """Images with records, in the order of their first record."""
+        with self._lock:
+            return list(self._index)
+
+    def records(self, image: str) -> list[JournalRecord]:
+        """The image's records, oldest first."""
+        with self._lock:
+            return [decode_payload(self._read(e.offset, e.length)[_FRAME.size:]) for e in self._index.get(image, [])]
+
+    def mark(self, image: str) -> int:
+        """A position in the image's records: ``drop(image, mark)`` keeps every record appended later."""
+        with self._lock:
+            return self._seq.get(image, 0)
+
+    def last_state(self, image: str, since: int = 0) -> str | None:
+        """The state in the image's newest record at or after the mark ``since``; None if none."""
+        with self._lock:
+            entries = [e for e in self._index.get(image, []) if e.seq >= since]
+            return entries[-1].state if entries else None
+
+    def append(self, record: JournalRecord) -> None:
+        """Append and fsync: when this returns, the record survives a kill or a power cut."""
+        data = encode_record(record)
+        with self._lock:
+            os.lseek(self._fd, self._size, os.SEEK_SET)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+            self._add(record.image, self._size, len(data), record.state)
+            self._size += len(data)
+
+    def drop(self, image: str, upto: int | None = None) -> None:
+        """Forget an image's records older than the mark ``upto`` (all when None): its maps were
+        saved with them. The other records are kept."""
+        with self._lock:
+            entries = self._index.get(image, [])
+            gone = [e for e in entries if upto is None or e.seq < upto]
+            if not gone:
+                return
+            kept = [e for e in entries if e not in gone]
+            if kept:
+                self._index[image] = kept
+            else:
+                del self._index[image]
+            if not self._index:
+                os.ftruncate(self._fd, 0)
+                os.fsync(self._fd)
+                self._size = 0
+                return
+            self._rewrite()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _add(self, image: str, offset: int, length: int, state: str) -> None:
+        seq = self._seq.get(image, 0)
+        self._seq[image] = seq + 1
+        self._index.setdefault(image, []).append(_Entry(offset, length, seq, state))
+
+    def _rewrite(self) -> None:
+        """Write the file anew with the indexed records only, in their order."""
+        kept = sorted(((e, name) for name, entries in self._index.items() for e in entries),
+                      key=lambda pair: pair[0].offset)
+        chunks = [self._read(e.offset, e.length) for e, _ in kept]
+        # Rewritten as a whole, atomically: a crash now leaves either the old or the new journal.
+        # Closed first: Windows cannot replace a file that is open.
+        os.close(self._fd)
+        try:
+            atomic_write_bytes(self.path, b"".join(chunks))
+        finally:
+            self._fd = os.open(self.path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        self._index, pos = {}, 0
+        for (entry, name), chunk in zip(kept, chunks):
+            self._index.setdefault(name, []).append(_Entry(pos, len(chunk), entry.seq, entry.state))
+            pos += len(chunk)
+        self._size = pos
+
+    def _read(self, offset: int, length: int) -> bytes:
+        os.lseek(self._fd, offset, os.SEEK_SET)
+        parts, left = [], length
+        while left:
+            chunk = os.read(self._fd, left)
+            if not chunk:
+                raise OSError(f"{self.path} is shorter than its index (changed by another program?)")
+            parts.append(chunk)
+            left -= len(chunk)
+        return b"".join(parts)

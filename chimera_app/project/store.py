@@ -1,0 +1,357 @@
+"""A project: one folder of images, its class list and every image's labels, kept safe on disk.
+
+On-disk format (plain files; readable without Chimera)
+======================================================
+Everything lives in ``IMAGES/.chimera/`` (or in a folder given as ``project_dir``, for image sets
+that must stay read-only). Image paths ``rel`` are relative to the image folder, with "/".
+
+``project.json`` (UTF-8 JSON)::
+
+    {"format": "chimera-project", "version": 1,
+     "classes": [{"id": 1, "phrases": ["car", "automobile"], "color": [128, 0, 0], "hidden": false}, ...],
+     "next_class_id": 4,            # ids are never reused: the next class gets this one
+     "model": "shapes-chimera",     # or null: the model the user last chose
+     "images": {"a/b.jpg": {"state": "predicted", "uncertainty": 0.31}, ...},
+     "exports": [{"time": "2025-01-01T12:00:00+00:00", "kind": "coco", "path": "...", "images": 12,
+                  "annotations": 40, "category_class_ids": [1, 2, 4]}, ...]}   # category k = class id [k-1]
+
+``state`` is "unlabeled", "predicted" or "human-verified" (an image missing from "images" is
+unlabeled); ``uncertainty`` is the mean of 1 - confidence of the image's last prediction, or null.
+A class's display name is its first phrase; the order of "classes" is the display order.
+
+``labels/<rel>.png``: the label map, one value per pixel, 0 = unlabeled, k = the class with id k.
+An 8-bit palette PNG (colours = the class colours) while every value is <= 255, else a 16-bit
+grayscale PNG. Read the values, not the colours (e.g. ``numpy.array(PIL.Image.open(path))``).
+``provenance/<rel>.png``: 8-bit grayscale, who decided each pixel: 0 nobody, 1 the model, 2 a person.
+``confidence/<rel>.png``: 8-bit grayscale, the last prediction's confidence times 255 (may be absent).
+The file name is the image's own name plus ".png" ("photo.jpg" -> "labels/photo.jpg.png"), and
+every map has the upright (EXIF-rotated) size of its image.
+
+``journal.log``: edits committed since the image's PNGs were last written, appended and fsynced one
+by one; replayed over the PNGs when the project is opened after a crash, and emptied for an image
+once its PNGs are written. A sequence of records (integers little-endian)::
+
+    b"CJR1" | payload length N (uint32) | CRC-32 of the payload (zlib.crc32, uint32) | payload
+    payload = header length M (uint32) | M bytes of UTF-8 JSON {"image": rel, "y0", "x0", "height",
+              "width", "image_height", "image_width", "state"} | labels of the box (height x width
+              uint16, row-major) | provenance of the box (height x width uint8)
+
+A record holds the values of the box after the edit: writing each image's records in order over its
+PNGs (and taking the state of its last one) gives the labels as they were. A record cut short or
+failing its CRC ends the journal (the process died while writing it) and is ignored.
+``lock``: held with an OS lock while a Chimera has the project open; its text names that process.
+
+Every file is written atomically (temporary file + rename), so a crash leaves the old or the new
+file, never a mix. A damaged file is reported (ProjectError) and left alone, never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from chimera_app.project.classes import ClassList
+from chimera_app.project.document import ImageState, LabelDocument
+from chimera_app.project.errors import ProjectError, ProjectLockedError
+from chimera_app.project.journal import Journal, JournalRecord
+from chimera_app.project.lock import ProjectLock
+from engine.atomic import atomic_write_bytes, atomic_write_json
+from engine.errors import ChimeraError
+from engine.formats.palette import palette
+from engine.formats.png_masks import read_index_png, write_index_png
+from engine.images import find_images, read_image_size
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+
+    from typing_extensions import Self
+
+__all__ = ["DATA_DIR_NAME", "FORMAT", "VERSION", "Project", "ProjectError", "ProjectLockedError"]
+
+FORMAT, VERSION = "chimera-project", 1
+DATA_DIR_NAME = ".chimera"
+
+
+class Project:
+    """An open project. Create with ``Project.open``; ``close()`` (or ``with``) releases it."""
+
+    def __init__(self, root: Path, data_dir: Path, lock: ProjectLock, meta: dict, journal: Journal) -> None:
+        self.root, self.data_dir = root, data_dir
+        self.classes: ClassList = meta["classes"]
+        self.model: str | None = meta["model"]
+        self.exports: list[dict] = meta["exports"]
+        self._images_meta: dict[str, dict] = meta["images"]
+        self._lock, self._journal = lock, journal
+        # record() runs on the GUI thread and saves on a saver thread: project.json and the journal
+        # index are shared, and an image's load must not interleave with a save of that image.
+        self._meta_lock = threading.RLock()
+        self._image_locks: dict[str, threading.Lock] = {}
+        self._images: list[str] | None = None
+        self.recovered: list[str] = []  # images whose unsaved edits were replayed at open
+        self.recovery_problems: list[str] = []  # what could not be replayed (kept in the journal)
+
+    @classmethod
+    def open(cls, image_root: str | os.PathLike[str], project_dir: str | os.PathLike[str] | None = None) -> Project:
+        """Open (creating if new) the project of a folder of images, recovering a crashed session.
+
+        Raises ProjectLockedError when it is open elsewhere, ProjectError for a missing folder, a
+        damaged project.json or a data folder that cannot be created. Images whose unsaved edits
+        cannot be replayed do not stop it: they are listed in ``recovery_problems``.
+        """
+        root = Path(image_root).resolve()
+        if not root.is_dir():
+            raise ProjectError(f"cannot open '{root}' as a project: {'not a folder' if root.exists() else 'no such folder'}")
+        data_dir = Path(project_dir).resolve() if project_dir is not None else root / DATA_DIR_NAME
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"cannot create the project folder '{data_dir}': {exc.strerror or exc}; for a "
+                               "read-only image folder, keep the project somewhere else") from exc
+        lock = ProjectLock(data_dir / "lock")
+        project = None
+        try:
+            project = cls(root, data_dir, lock, _read_meta(data_dir / "project.json"), Journal(data_dir / "journal.log"))
+            project._recover()
+        except BaseException:
+            if project is not None:
+                project._journal.close()
+            lock.release()
+            raise
+        return project
+
+    # -- images ---------------------------------------------------------------------------------
+    def images(self) -> list[str]:
+        """Every image under the folder (recursive, sorted), as relative POSIX paths. Listed once
+        per open; ``refresh_images()`` lists again after files were added or removed."""
+        if self._images is None:
+            self.refresh_images()
+        return list(self._images or [])
+
+    def refresh_images(self) -> None:
+        found = [p for p in find_images(self.root) if not p.is_relative_to(self.data_dir)]
+        self._images = [p.relative_to(self.root).as_posix() for p in found]
+
+    def state(self, rel: str) -> ImageState:
+        return ImageState(self._images_meta.get(rel, {}).get("state", ImageState.UNLABELED.value))
+
+    def uncertainty(self, rel: str) -> float | None:
+        return self._images_meta.get(rel, {}).get("uncertainty")
+
+    def image_path(self, rel: str) -> Path:
+        return self.root / _check_rel(rel)
+
+    # -- documents ------------------------------------------------------------------------------
+    def load_document(self, rel: str) -> LabelDocument:
+        """The image's saved maps with its journal replayed; blank when never saved. Ids of deleted
+        classes come back unlabeled. ProjectError for damaged files or a size that does not fit."""
+        self._check_open()
+        height, width = self._image_shape(rel)
+        with self._image_lock(rel):  # saved maps and journal records of one moment
+            doc = self._read_saved(rel, height, width)
+            records = self._journal.records(rel)
+        for record in records:
+            y0, x0 = record.y0, record.x0
+            h, w = record.labels.shape
+            if record.image_shape != (height, width) or y0 + h > height or x0 + w > width:
+                raise ProjectError(f"unsaved edits of '{rel}' were made on a {record.image_shape[1]}x"
+                                   f"{record.image_shape[0]} image, but it is now {width}x{height} (was the "
+                                   "image replaced?); they were kept in the journal")
+            doc.labels[y0:y0 + h, x0:x0 + w] = record.labels
+            doc.provenance[y0:y0 + h, x0:x0 + w] = record.provenance
+            doc.state = ImageState(record.state)
+        doc.drop_classes(self.classes.ids())
+        return doc
+
+    def record(self, rel: str, doc: LabelDocument, patch) -> None:
+        """Make a committed edit durable: the document's values in the patch's box (and its state)
+        are appended to the journal and fsynced. Call it after an edit, an undo and a redo alike."""
+        self._check_open()
+        y0, x0, y1, x1 = patch.bbox
+        record = JournalRecord(_check_rel(rel), y0, x0, doc.labels[y0:y1, x0:x1], doc.provenance[y0:y1, x0:x1],
+                               doc.state.value, doc.shape)
+        with self._meta_lock:
+            self._journal.append(record)
+            self._images_meta.setdefault(rel, {"uncertainty": None})["state"] = doc.state.value
+
+    def journal_mark(self, rel: str) -> int:
+        """Where ``rel``'s journal stands now. Take it when copying a document to save it on another
+        thread and pass it to ``save_document``: edits recorded after the copy then stay journaled."""
+        return self._journal.mark(rel)
+
+    def save_document(self, rel: str, doc: LabelDocument, journal_mark: int | None = None) -> None:
+        """Write the image's PNGs atomically and project.json, then forget its journal records
+        (those before ``journal_mark`` when given, else all: ``doc`` holds every recorded edit)."""
+        self._check_open()
+        if journal_mark is None:
+            journal_mark = self._journal.mark(rel)
+        height, width = self._image_shape(rel)
+        if doc.shape != (height, width):
+            raise ProjectError(f"labels of '{rel}' are {doc.shape[1]}x{doc.shape[0]} but the image is "
+                               f"{width}x{height}; nothing was written")
+        with self._image_lock(rel):
+            top = int(doc.labels.max()) if doc.labels.size else 0
+            if top <= 255:  # 8-bit palette PNG, coloured like the app shows it
+                write_index_png(self._map_path("labels", rel), doc.labels, colors=self._palette(top))
+            else:
+                atomic_write_bytes(self._map_path("labels", rel), _png(doc.labels))
+            atomic_write_bytes(self._map_path("provenance", rel), _png(doc.provenance))
+            confidence_path = self._map_path("confidence", rel)
+            uncertainty = None
+            if doc.confidence is not None:
+                conf = np.clip(np.nan_to_num(doc.confidence), 0.0, 1.0)
+                atomic_write_bytes(confidence_path, _png(np.rint(conf * 255.0).astype(np.uint8)))
+                uncertainty = round(float(1.0 - conf.mean()), 6) if conf.size else None
+            elif confidence_path.exists():
+                confidence_path.unlink()  # from an older prediction that this document no longer has
+            with self._meta_lock:
+                # Edits recorded after the copy was made are newer than what was just written.
+                state = self._journal.last_state(rel, since=journal_mark) or doc.state.value
+                self._images_meta[rel] = {"state": state, "uncertainty": uncertainty}
+                self.save_meta()  # before the journal forgets: a crash in between only replays again
+                self._journal.drop(rel, journal_mark)
+
+    # -- project --------------------------------------------------------------------------------
+    def save_meta(self) -> None:
+        """Write project.json atomically."""
+        self._check_open()
+        with self._meta_lock:
+            atomic_write_json(self.data_dir / "project.json", {
+                "format": FORMAT, "version": VERSION, **self.classes.to_json(), "model": self.model,
+                "images": {rel: dict(self._images_meta[rel]) for rel in sorted(self._images_meta)},
+                "exports": self.exports})
+
+    def close(self) -> None:
+        """Save project.json and release the lock. Unsaved documents stay in the journal."""
+        if not self._lock.held:
+            return
+        try:
+            self.save_meta()
+        finally:
+            self._journal.close()
+            self._lock.release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- inside ---------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if not self._lock.held:
+            raise RuntimeError("the project was closed")
+
+    def _recover(self) -> None:
+        """Write the PNGs of images whose edits only reached the journal (a killed session)."""
+        if self._journal.dropped_bytes:
+            self.recovery_problems.append(f"an edit that was being written when Chimera stopped was incomplete "
+                                          f"and was ignored ({self._journal.dropped_bytes} bytes)")
+        for rel in self._journal.images():
+            try:
+                self.save_document(rel, self.load_document(rel))
+            except (ChimeraError, OSError) as exc:
+                self.recovery_problems.append(f"{rel}: {exc}")
+            else:
+                self.recovered.append(rel)
+
+    def _image_lock(self, rel: str) -> threading.Lock:
+        with self._meta_lock:
+            return self._image_locks.setdefault(rel, threading.Lock())
+
+    def _image_shape(self, rel: str) -> tuple[int, int]:
+        width, height = read_image_size(self.image_path(rel))
+        return height, width
+
+    def _map_path(self, kind: str, rel: str) -> Path:
+        return self.data_dir / kind / f"{_check_rel(rel)}.png"
+
+    def _palette(self, top: int) -> np.ndarray:
+        colors = palette(top)
+        for c in self.classes:
+            if c.id <= top:
+                colors[c.id] = c.color
+        return colors
+
+    def _read_saved(self, rel: str, height: int, width: int) -> LabelDocument:
+        labels_path = self._map_path("labels", rel)
+        if not labels_path.exists():
+            return LabelDocument.blank(height, width)
+        labels = _read_map(labels_path, rel, "labels", height, width, read_index_png)
+        prov = _read_map(self._map_path("provenance", rel), rel, "provenance", height, width, _read_gray)
+        if prov.max(initial=0) > 2:
+            raise ProjectError(f"the provenance file of '{rel}' holds values other than 0, 1, 2: it is damaged")
+        confidence = None
+        conf_path = self._map_path("confidence", rel)
+        if conf_path.exists():
+            confidence = _read_map(conf_path, rel, "confidence", height, width, _read_gray).astype(np.float32) / 255
+        return LabelDocument(labels.astype(np.uint16), prov, self.state(rel), confidence=confidence)
+
+
+def _check_rel(rel: str) -> str:
+    """``rel`` if it is a relative path inside the image folder (no "..", not absolute)."""
+    path = PurePosixPath(rel)
+    if not rel or path.is_absolute() or ".." in path.parts or "\\" in rel or ":" in path.parts[0]:
+        raise ValueError(f"not a relative image path: {rel!r}")
+    return path.as_posix()
+
+
+def _png(array: np.ndarray) -> bytes:
+    """PNG bytes of a 2-D uint8 or uint16 array (grayscale, lossless)."""
+    ok, data = cv2.imencode(".png", array)
+    if not ok:
+        raise OSError("OpenCV could not encode a PNG")
+    return data.tobytes()
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None or image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError("not an 8-bit grayscale PNG")
+    return image
+
+
+def _read_map(path: Path, rel: str, kind: str, height: int, width: int, reader) -> np.ndarray:
+    """A saved map of ``rel``; ProjectError when missing, undecodable or of the wrong size."""
+    if not path.exists():
+        raise ProjectError(f"the {kind} file of '{rel}' is missing ({path}); its labels cannot be trusted")
+    try:
+        array = reader(path)
+    except Exception as exc:  # Pillow and OpenCV raise many types for bad files
+        raise ProjectError(f"the saved {kind} of '{rel}' cannot be read ({path}: {exc}); it was left as it is") from exc
+    if array.shape != (height, width):
+        raise ProjectError(f"the saved {kind} of '{rel}' are {array.shape[1]}x{array.shape[0]} but the image is "
+                           f"{width}x{height} (was the image replaced?); they were left as they are ({path})")
+    return array
+
+
+def _read_meta(path: Path) -> dict:
+    """project.json as {"classes", "model", "images", "exports"}; defaults for a new project."""
+    if not path.exists():
+        return {"classes": ClassList(), "model": None, "images": {}, "exports": []}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ProjectError(f"cannot read {path}: {exc}; it was left as it is") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ProjectError(f"{path} is not a Chimera project file")
+    if not isinstance(data.get("version"), int) or data["version"] > VERSION:
+        raise ProjectError(f"{path} was written by a newer Chimera (format version {data.get('version')}); "
+                           "update Chimera to open it")
+    try:
+        classes = ClassList.from_json(data)
+        images = {}
+        for rel, entry in dict(data.get("images", {})).items():
+            uncertainty = entry.get("uncertainty")
+            images[str(rel)] = {"state": ImageState(entry.get("state", "unlabeled")).value,
+                                "uncertainty": None if uncertainty is None else float(uncertainty)}
+        exports = [dict(e) for e in data.get("exports", [])]
+        model = data.get("model")
+    except (ChimeraError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ProjectError(f"{path} is damaged ({exc}); it was left as it is") from exc
+    return {"classes": classes, "model": None if model is None else str(model), "images": images,
+            "exports": exports}

@@ -1,0 +1,353 @@
+"""Wires one open project to the widgets and the engine: image switching and prefetch, live
+predictions while the user types, tools → edits → repaint, undo/redo, folder pre-labelling.
+
+It holds no state of its own beyond "which request is the latest": the document lives in
+``Session``, pixels in ``Canvas``, the model in the ``EngineClient``'s thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from chimera_app.editing import tools
+from chimera_app.editing.uncertainty import next_region, uncertain_regions
+from chimera_app.project.document import ImageState, Patch, Region
+from chimera_app.session import Session
+from engine import ChimeraError
+from engine.formats.palette import class_color
+
+PREFETCH_AHEAD = 2  # images decoded and encoded ahead of D / A
+FULL_RES_DELAY_MS = 250  # after typing settles, re-score at full resolution
+
+
+class AnnotationController(QObject):
+    """Signals for the window's status line; everything else is direct calls on widgets."""
+
+    message = Signal(str)  # transient status text
+    failed = Signal(str, str)  # kind, message: shown like an engine failure
+    state_changed = Signal(str, str)  # rel, ImageState value
+    prediction_shown = Signal(str, float)  # rel, seconds from request to repaint
+    prelabel_running = Signal(bool)
+
+    def __init__(self, session: Session, client, canvas, class_panel, file_list, parent=None):
+        super().__init__(parent)
+        self.session, self.client, self.canvas = session, client, canvas
+        self.class_panel, self.file_list = class_panel, file_list
+        self.project = session.project
+        self.rgb: np.ndarray | None = None  # the current image, once decoded
+        self.draft = ""
+        self._requests: dict[int, tuple[str, list[int], bool, float]] = {}  # generation → (rel, ids, draft, t0)
+        self._regions: list[Region] = []
+        self._region_index: int | None = None
+        self._prelabel_remaining: list[str] = []
+        self._prelabel_ids: list[int] = []
+        self._full_res = QTimer(self, singleShot=True, interval=FULL_RES_DELAY_MS)
+        self._full_res.timeout.connect(self._settled)
+
+        self._connections = [
+            (client.image_ready, self._on_image_ready),
+            (client.segmented, self._on_segmented),
+            (client.prelabel_progress, self._on_prelabel_progress),
+            (client.prelabel_result, self._on_prelabel_result),
+            (client.prelabel_finished, self._on_prelabel_finished),
+            (canvas.stroke_finished, self._on_stroke),
+            (canvas.fill_requested, self._on_fill),
+            (canvas.polygon_finished, self._on_polygon),
+            (canvas.rectangle_finished, self._on_rectangle),
+            (canvas.region_clicked, self._on_region_clicked),
+            (class_panel.draft_changed, self._on_draft),
+            (class_panel.class_added, self._on_classes_changed),
+            (class_panel.class_renamed, self._on_classes_changed),
+            (class_panel.class_removed, self._on_class_removed),
+            (class_panel.classes_reordered, self._on_classes_reordered),
+            (class_panel.visibility_changed, self._on_looks_changed),
+            (class_panel.color_changed, self._on_looks_changed),
+            (class_panel.current_changed, self._on_current_class),
+            (file_list.current_changed, self.show_image),
+        ]
+        for signal, slot in self._connections:
+            signal.connect(slot)
+        self._on_current_class(class_panel.current_class_id() or 0)
+
+    def detach(self) -> None:
+        """Stop listening (the project is closing): late engine results must not touch it."""
+        for signal, slot in self._connections:
+            signal.disconnect(slot)
+        self._connections = []
+        self._full_res.stop()
+
+    # -- images ---------------------------------------------------------------------------------
+    def show_image(self, rel: str) -> None:
+        if not rel or rel == self.session.rel and self.rgb is not None:
+            return
+        try:
+            self.session.open_image(rel)
+        except ChimeraError as error:  # unreadable image or damaged saved labels: nothing is written
+            self.failed.emit("image", str(error))
+            return
+        self.rgb, self._regions, self._region_index = None, [], None
+        self.client.show_image(rel, self.project.root / rel)
+        self.state_changed.emit(rel, self.session.doc.state.value)
+
+    def _on_image_ready(self, rel: str, rgb: np.ndarray) -> None:
+        if rel != self.session.rel:
+            return  # a prefetched image, or one the user already left
+        self.rgb = rgb
+        self.canvas.set_image(rgb)
+        doc = self.session.doc
+        if doc.labels.shape != rgb.shape[:2]:
+            self.message.emit(f"{rel}: saved labels are {doc.labels.shape[1]}x{doc.labels.shape[0]}, "
+                              f"the image is {rgb.shape[1]}x{rgb.shape[0]}; labels not shown")
+            return
+        self._repaint()
+        self.canvas.set_confidence(doc.confidence)
+        self.request_prediction()
+        self._prefetch_next()
+
+    def _prefetch_next(self) -> None:
+        upcoming = self.file_list.upcoming(PREFETCH_AHEAD) if hasattr(self.file_list, "upcoming") else []
+        if upcoming:
+            self.client.prefetch([(rel, self.project.root / rel) for rel in upcoming])
+
+    # -- predictions ----------------------------------------------------------------------------
+    def request_prediction(self, draft: str = "", preview: bool = False) -> None:
+        """Ask for a prediction of the current image with the project's classes (+ a draft class
+        being typed: shown, never written to the document). ``preview``: at display resolution."""
+        rel = self.session.rel
+        if rel is None or self.rgb is None:
+            return
+        classes = list(self.project.classes)
+        prompts, ids = [c.prompt for c in classes], [c.id for c in classes]
+        if draft:
+            prompts.append(draft)
+            ids.append(self.project.classes.next_id)
+        if not prompts:
+            self._repaint()
+            return
+        display = self._display_size() if preview else None
+        generation = self.client.segment(rel, prompts, display, class_ids=ids)
+        self._requests = {g: r for g, r in self._requests.items() if r[0] != rel}  # results only for the newest
+        self._requests[generation] = (rel, ids, bool(draft), time.perf_counter())
+
+    def _display_size(self) -> tuple[int, int] | None:
+        """Score at about screen resolution while typing; the full-resolution pass follows."""
+        h, w = self.rgb.shape[:2]
+        view = self.canvas.viewport().size()
+        scale = min(1.0, max(view.width() / w, view.height() / h))
+        return None if scale >= 0.9 else (max(1, round(h * scale)), max(1, round(w * scale)))
+
+    def _on_segmented(self, rel: str, generation: int, labels: np.ndarray, confidence: np.ndarray) -> None:
+        request = self._requests.pop(generation, None)
+        if request is None or rel != self.session.rel:
+            return  # superseded while it ran, or the user moved on
+        _, _, is_draft, started = request
+        doc = self.session.doc
+        if labels.shape != doc.labels.shape:  # a display-resolution preview: shown, never stored
+            size = (doc.labels.shape[1], doc.labels.shape[0])
+            self.canvas.set_labels(self.session.preview(cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)),
+                                   self._colors(), self._hidden())
+        elif is_draft:
+            self.canvas.set_labels(self.session.preview(labels), self._colors(), self._hidden())
+        else:
+            self.session.set_prediction(labels, confidence)
+            self._repaint()
+            self.canvas.set_confidence(self.session.doc.confidence)
+            self._regions, self._region_index = [], None
+            self.state_changed.emit(rel, doc.state.value)
+        self.prediction_shown.emit(rel, time.perf_counter() - started)
+
+    def _on_draft(self, text: str) -> None:
+        self.draft = text.strip()
+        valid = bool(self.draft) and self._draft_is_new(self.draft)
+        self.request_prediction(self.draft if valid else "", preview=True)
+        self._full_res.start()
+
+    def _settled(self) -> None:
+        """Typing paused: the same request at full resolution."""
+        valid = bool(self.draft) and self._draft_is_new(self.draft)
+        self.request_prediction(self.draft if valid else "")
+
+    def _draft_is_new(self, text: str) -> bool:
+        known = {p.casefold() for c in self.project.classes for p in c.phrases}
+        return not any(p.strip().casefold() in known for p in text.split(";") if p.strip())
+
+    def _on_classes_changed(self, *_) -> None:
+        self.project.save_meta()
+        self.draft = ""
+        self.request_prediction()
+
+    def _on_fill(self, x: float, y: float) -> None:
+        if self.rgb is not None:
+            self._edit(tools.flood(self.session.doc.labels, int(x), int(y)))
+
+    def _on_classes_reordered(self) -> None:
+        self.project.save_meta()
+
+    def _on_looks_changed(self, *_) -> None:
+        self.project.save_meta()
+        self._repaint()
+
+    def _on_prelabel_progress(self, done: int, total: int) -> None:
+        self.message.emit(f"Pre-labelling {done} / {total}")
+
+    def _on_class_removed(self, class_id: int) -> None:
+        self.session.forget_history()  # patches may hold the deleted id
+        if self.session.doc is None:
+            return self._on_classes_changed()
+        self.session.doc.drop_classes(set(self.project.classes.ids()))
+        self.session.save()
+        self._on_classes_changed()
+        self._repaint()
+
+    def _on_current_class(self, class_id: int) -> None:
+        self.session.active_class = class_id if class_id > 0 else None
+        if class_id > 0:
+            self.canvas.brush_color = self.project.classes.by_id(class_id).color
+
+    # -- drawing --------------------------------------------------------------------------------
+    def _colors(self) -> dict[int, tuple[int, int, int]]:
+        colors = {c.id: c.color for c in self.project.classes}
+        colors[self.project.classes.next_id] = class_color(self.project.classes.next_id)
+        return colors
+
+    def _hidden(self) -> set[int]:
+        return {c.id for c in self.project.classes if c.hidden}
+
+    def _repaint(self, patch: Patch | None = None) -> None:
+        if self.rgb is None:
+            return
+        if patch is None:
+            self.canvas.set_labels(self.session.doc.labels, self._colors(), self._hidden())
+        elif patch.labels_after.size:
+            self.canvas.update_labels(patch.bbox)
+
+    # -- tools ----------------------------------------------------------------------------------
+    def _shape(self) -> tuple[int, int]:
+        return self.session.doc.labels.shape
+
+    def _edit(self, region: Region, erase: bool = False) -> None:
+        if self.rgb is None or region.is_empty:
+            return
+        if not erase and self.session.active_class is None:
+            self.message.emit("Pick a class first (type a name, or press 1-9)")
+            return
+        self._after_edit(self.session.paint(region, erase))
+
+    def _after_edit(self, patch: Patch | None) -> None:
+        if patch is not None:
+            self._repaint(patch)
+            self.state_changed.emit(self.session.rel, self.session.doc.state.value)
+
+    def _on_stroke(self, points: list, radius: float, erase: bool) -> None:
+        self._edit(tools.brush(self._shape(), points, radius), erase)
+
+    def _on_polygon(self, points: list, subtract: bool) -> None:
+        region = tools.polygon(self._shape(), points)
+        if subtract and self.rgb is not None and not region.is_empty:
+            self._after_edit(self.session.subtract(region))
+        else:
+            self._edit(region)
+
+    def _on_rectangle(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        self._edit(tools.rectangle(self._shape(), (x0, y0), (x1, y1)))
+
+    def _on_region_clicked(self, x: float, y: float) -> None:
+        """Accept the prediction in the connected predicted region under the click."""
+        doc = self.session.doc
+        if self.rgb is None or doc.prediction is None:
+            return
+        self._after_edit(self.session.accept(tools.flood(doc.prediction, int(x), int(y))))
+
+    def accept_all(self) -> None:
+        if self.rgb is not None:
+            self._after_edit(self.session.accept())
+
+    def accept_class(self) -> None:
+        if self.rgb is not None and self.session.active_class is not None:
+            self._after_edit(self.session.accept(class_id=self.session.active_class))
+
+    def toggle_verified(self) -> None:
+        if self.rgb is not None:
+            self._after_edit(self.session.mark_verified(self.session.doc.state != ImageState.VERIFIED))
+
+    def undo(self) -> None:
+        self._history(self.session.undo)
+
+    def redo(self) -> None:
+        self._history(self.session.redo)
+
+    def _history(self, step: Callable[[], Patch | None]) -> None:
+        if self.rgb is None:
+            return
+        patch = step()
+        if patch is None:
+            self.message.emit("Nothing to undo" if step == self.session.undo else "Nothing to redo")
+        else:
+            self._after_edit(patch)
+
+    def next_uncertain(self) -> None:
+        """N: frame the next most uncertain region the model left (human pixels excluded)."""
+        doc = self.session.doc
+        if self.rgb is None or doc.confidence is None:
+            self.message.emit("No prediction yet")
+            return
+        if not self._regions:
+            self._regions, self._region_index = uncertain_regions(doc.confidence, doc.provenance), None
+        index = next_region(self._regions, self._region_index)
+        if index is None:
+            self.message.emit("No uncertain regions left")
+            return
+        self._region_index = index
+        y0, x0, y1, x1 = self._regions[index].bbox
+        self.canvas.frame_region((y0, x0, y1, x1))
+        self.message.emit(f"Uncertain region {index + 1} of {len(self._regions)}")
+
+    # -- folder pre-label -----------------------------------------------------------------------
+    def prelabel(self, resume: bool = False) -> None:
+        """Pre-label every image not human-verified (resume: only those a cancelled run left)."""
+        classes = list(self.project.classes)
+        if not classes:
+            self.message.emit("Add classes first")
+            return
+        if not resume or not self._prelabel_remaining:
+            self._prelabel_remaining = [rel for rel in self.project.images()
+                                        if self.project.state(rel) != ImageState.VERIFIED]
+        self._prelabel_ids = [c.id for c in classes]
+        items = [(rel, self.project.root / rel) for rel in self._prelabel_remaining]
+        self.client.prelabel(items, [c.prompt for c in classes], class_ids=self._prelabel_ids)
+        self.prelabel_running.emit(True)
+
+    def cancel_prelabel(self) -> None:
+        self.client.cancel_prelabel()
+
+    def _on_prelabel_result(self, rel: str, ids: np.ndarray, confidence: np.ndarray) -> None:
+        if rel in self._prelabel_remaining:
+            self._prelabel_remaining.remove(rel)
+        if rel == self.session.rel:
+            if ids.shape == self.session.doc.labels.shape:
+                self.session.set_prediction(ids, confidence)
+                self._repaint()
+        else:  # loaded, merged and written on the saver thread: the GUI never waits on PNGs
+            self.session.saver.submit(lambda: self._store_prediction(rel, ids, confidence))
+        self.state_changed.emit(rel, ImageState.PREDICTED.value)
+
+    def _store_prediction(self, rel: str, ids: np.ndarray, confidence: np.ndarray) -> None:
+        doc = self.project.load_document(rel)
+        if doc.state != ImageState.VERIFIED:
+            doc.set_prediction(ids, confidence)
+            self.project.save_document(rel, doc)
+
+    def _on_prelabel_finished(self, summary: dict) -> None:
+        self.prelabel_running.emit(False)
+        failed = summary.get("failed", [])
+        text = "Pre-label cancelled" if summary.get("cancelled") else "Pre-label finished"
+        text += f": {summary.get('done', 0)} images"
+        if failed:
+            text += f", {len(failed)} failed ({failed[0][0]}: {failed[0][1]})"
+        self.message.emit(text)
+        self.file_list.resort()

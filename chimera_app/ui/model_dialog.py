@@ -1,0 +1,303 @@
+"""Choose the segmentation model, device and precision; download hub weights with progress.
+
+Model downloads are where other tools leave users stuck, so this dialog says where the weights go
+(the Hugging Face cache), whether they are already there, shows progress with a Cancel, and offers a
+local file for offline machines. The download itself runs in the engine thread (``EngineClient``);
+this dialog only starts it and listens to its signals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import ChimeraError
+
+__all__ = ["CLIP_EXAMPLES", "DEVICES", "PRECISIONS", "ModelDialog"]
+
+BUNDLED = (("shapes-chimera", "Bundled shapes model, Chimera-Seg (offline demo)"),
+           ("shapes-clip", "Bundled shapes model, dense CLIP (offline demo)"))
+CLIP_EXAMPLES = ("ViT-B-16/openai", "ViT-L-14/openai", "ViT-B-16/laion2b_s34b_b88k")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+WEIGHT_FILTER = "Weights (*.safetensors *.pt *.pth *.bin);;All files (*)"
+CHECKPOINT_FILTER = "Chimera checkpoints (*.safetensors);;All files (*)"
+OK, INFO, ERROR = "ok", "info", "error"
+STYLES = {OK: "color: #2e7d32;", INFO: "", ERROR: "color: #c62828;"}
+MB = 1024 * 1024
+
+
+def default_cache_dir() -> Path:
+    from engine.clip_loading import hf_cache_dir  # lazy: imports torch and open_clip
+
+    return hf_cache_dir()
+
+
+def default_cached_file(spec: str) -> Path | None:
+    """The cached weights of ``<arch>/<tag>``; raises ChimeraError for an unknown arch or tag."""
+    from engine.clip_loading import ClipSpec, cached_weights_file
+
+    return cached_weights_file(ClipSpec.parse(spec))
+
+
+def _open_file(parent: QWidget, title: str, filter_: str) -> str:
+    return QFileDialog.getOpenFileName(parent, title, "", filter_)[0]
+
+
+class ModelDialog(QDialog):
+    """``client`` is an EngineClient (or any QObject with ``download(spec)``, ``cancel_download()``
+    and the signals ``download_progress(int, int)``, ``download_finished(str)``, ``failed(str, str)``);
+    None hides downloading. Read the choice with ``model_name()``, ``device()``, ``precision()``."""
+
+    def __init__(self, client=None, current: str | None = None, device: str = "auto", precision: str = "auto",
+                 parent: QWidget | None = None, *, cache_dir: Callable[[], Path] = default_cache_dir,
+                 cached_file: Callable[[str], Path | None] = default_cached_file,
+                 open_file: Callable[[QWidget, str, str], str] = _open_file) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Model")
+        self.client = client
+        self._cached_file = cached_file
+        self._open_file = open_file
+        self._downloading: str | None = None  # the model name being downloaded
+        self.downloaded_path: str | None = None
+
+        self.choices = QButtonGroup(self)
+        grid = QGridLayout()
+        self.radios: dict[str, QRadioButton] = {}
+        for row, (name, text) in enumerate(BUNDLED):
+            self._add_radio(grid, row, name, text)
+        self._add_radio(grid, 2, "clip", "CLIP from the Hugging Face hub:  clip:")
+        self.clip_edit = QLineEdit(CLIP_EXAMPLES[0], self)
+        self.clip_edit.setPlaceholderText("<architecture>/<pretrained tag>")
+        self.clip_edit.setToolTip("Examples: " + ", ".join(CLIP_EXAMPLES)
+                                  + "\nor <architecture>/<path to a weights file>")
+        self.local_button = QPushButton("Use a local file…", self)
+        grid.addWidget(self.clip_edit, 2, 1)
+        grid.addWidget(self.local_button, 2, 2)
+        self.examples = QLabel("Examples: " + " · ".join(CLIP_EXAMPLES), self)
+        self.examples.setEnabled(False)
+        grid.addWidget(self.examples, 3, 1, 1, 2)
+        self._add_radio(grid, 4, "checkpoint", "Checkpoint file:")
+        self.checkpoint_edit = QLineEdit(self)
+        self.checkpoint_edit.setPlaceholderText("a .safetensors file written by chimera-train")
+        self.checkpoint_button = QPushButton("Browse…", self)
+        grid.addWidget(self.checkpoint_edit, 4, 1)
+        grid.addWidget(self.checkpoint_button, 4, 2)
+
+        self.cache_label = QLabel(f"Hugging Face cache: {cache_dir()}", self)
+        self.cache_label.setWordWrap(True)
+        self.status_label = QLabel(self)
+        self.status_label.setWordWrap(True)
+        self.download_button = QPushButton("Download", self)
+        self.cancel_button = QPushButton("Cancel download", self)
+        self.progress = QProgressBar(self)
+        self.progress.setTextVisible(True)
+        download_row = QHBoxLayout()
+        download_row.addWidget(self.progress, 1)
+        download_row.addWidget(self.download_button)
+        download_row.addWidget(self.cancel_button)
+
+        self.device_combo = QComboBox(self)
+        self.device_combo.addItems(DEVICES)
+        self.device_combo.setCurrentText(device)
+        self.precision_combo = QComboBox(self)
+        self.precision_combo.addItems(PRECISIONS)
+        self.precision_combo.setCurrentText(precision)
+        self.precision_combo.setToolTip("auto: bf16 on GPUs and on CPUs where it measures faster")
+        form = QFormLayout()
+        form.addRow("Device", self.device_combo)
+        form.addRow("Precision", self.precision_combo)
+
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                        | QDialogButtonBox.StandardButton.Cancel, self)
+        layout = QVBoxLayout(self)
+        layout.addLayout(grid)
+        layout.addWidget(self.cache_label)
+        layout.addWidget(self.status_label)
+        layout.addLayout(download_row)
+        layout.addLayout(form)
+        layout.addWidget(self.buttons)
+
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.choices.buttonToggled.connect(lambda *_: self._refresh())
+        self.clip_edit.textChanged.connect(lambda _: self._choose("clip"))
+        self.checkpoint_edit.textChanged.connect(lambda _: self._choose("checkpoint"))
+        self.local_button.clicked.connect(self.use_local_file)
+        self.checkpoint_button.clicked.connect(self.browse_checkpoint)
+        self.download_button.clicked.connect(self.start_download)
+        self.cancel_button.clicked.connect(self.cancel_download)
+        if client is not None:
+            client.download_progress.connect(self._on_progress)
+            client.download_finished.connect(self._on_finished)
+            client.failed.connect(self._on_failed)
+        self.set_model_name(current or BUNDLED[0][0])
+
+    def _add_radio(self, grid: QGridLayout, row: int, key: str, text: str) -> None:
+        radio = QRadioButton(text, self)
+        self.radios[key] = radio
+        self.choices.addButton(radio)
+        grid.addWidget(radio, row, 0)
+
+    def _choose(self, key: str) -> None:
+        if not self.radios[key].isChecked():
+            self.radios[key].setChecked(True)  # triggers _refresh
+        else:
+            self._refresh()
+
+    # -- the choice -----------------------------------------------------------------------------
+    def set_model_name(self, name: str) -> None:
+        """Preselect ``name`` (as EngineClient.load_model takes it)."""
+        name = name.strip()
+        if name.startswith("clip:"):
+            self.clip_edit.setText(name[5:])
+            self._choose("clip")
+        elif name in self.radios:
+            self._choose(name)
+        else:
+            self.checkpoint_edit.setText(name)
+            self._choose("checkpoint")
+
+    def choice(self) -> str:
+        return next(key for key, radio in self.radios.items() if radio.isChecked())
+
+    def model_name(self) -> str:
+        """What to pass to ``EngineClient.load_model`` / ``engine.load_segmenter``."""
+        key = self.choice()
+        if key == "clip":
+            return "clip:" + self.clip_edit.text().strip()
+        if key == "checkpoint":
+            return self.checkpoint_edit.text().strip()
+        return key
+
+    def device(self) -> str:
+        return self.device_combo.currentText()
+
+    def precision(self) -> str:
+        return self.precision_combo.currentText()
+
+    def use_local_file(self) -> None:
+        """CLIP weights from a file (offline machines): keeps the architecture typed before."""
+        path = self._open_file(self, "CLIP weights file", WEIGHT_FILTER)
+        if path:
+            arch = self.clip_edit.text().strip().partition("/")[0] or CLIP_EXAMPLES[0].partition("/")[0]
+            self.clip_edit.setText(f"{arch}/{Path(path).resolve()}")
+
+    def browse_checkpoint(self) -> None:
+        path = self._open_file(self, "Chimera checkpoint", CHECKPOINT_FILTER)
+        if path:
+            self.checkpoint_edit.setText(str(Path(path).resolve()))
+
+    def _refresh(self) -> None:
+        """Status line and buttons for the current choice: cached? downloadable? file present?"""
+        key = self.choice()
+        if key == "clip":
+            message, level = self._clip_status(self.clip_edit.text().strip())
+        elif key == "checkpoint":
+            path = Path(self.checkpoint_edit.text().strip()).expanduser()
+            message, level = ("checkpoint found", OK) if path.is_file() else ("choose a checkpoint file", ERROR)
+        else:
+            message, level = "bundled with Chimera: works offline", OK
+        self._set_status(message, level)
+        busy = self._downloading is not None
+        self.download_button.setVisible(self.client is not None)
+        self.download_button.setEnabled(level == INFO and not busy)
+        self.cancel_button.setVisible(busy)
+        self.progress.setVisible(busy)
+        # Not-yet-downloaded weights may still be chosen: loading fetches them (or, offline, says
+        # how to get them). An impossible choice, or one mid-download, may not.
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(level != ERROR and not busy)
+
+    def _clip_status(self, spec: str) -> tuple[str, str]:
+        """(message, level) of ``<arch>/<tag|random|file>``; level INFO means "downloadable"."""
+        arch, _, weights = spec.partition("/")
+        if not arch or not weights:
+            return "type <architecture>/<tag>, e.g. " + CLIP_EXAMPLES[0], ERROR
+        if weights == "random":
+            return "random weights (for tests; nothing to download)", OK
+        if "/" in weights or weights.lower().endswith((".safetensors", ".bin", ".pt", ".pth")):
+            path = Path(weights).expanduser()
+            return (f"local file {path}", OK) if path.is_file() else (f"file not found: {path}", ERROR)
+        try:
+            hit = self._cached_file(spec)
+        except ChimeraError as exc:
+            return str(exc), ERROR
+        if hit is not None:
+            return f"cached: {hit}", OK
+        return "not downloaded yet: Download fetches it into the cache (or use a local file)", INFO
+
+    def _set_status(self, message: str, level: str) -> None:
+        self.status_label.setText(message)
+        self.status_label.setStyleSheet(STYLES[level])
+
+    # -- downloading ----------------------------------------------------------------------------
+    def is_downloading(self) -> bool:
+        return self._downloading is not None
+
+    def start_download(self) -> None:
+        if self.client is None or self._downloading is not None or self.choice() != "clip":
+            return
+        self._downloading = self.model_name()
+        self.progress.setRange(0, 0)  # busy until the size is known
+        self._refresh()
+        self._set_status(f"downloading {self._downloading} …", INFO)
+        self.client.download(self._downloading)
+
+    def cancel_download(self) -> None:
+        if self._downloading is None:
+            return
+        self.client.cancel_download()
+        name, self._downloading = self._downloading, None  # later progress of it is ignored
+        self._refresh()
+        self._set_status(f"download of {name} cancelled", INFO)
+
+    def _on_progress(self, done: int, total: int) -> None:
+        if self._downloading is None:
+            return
+        if total > 0:
+            # Progress bars hold ints: count in KiB so multi-GB files do not overflow.
+            self.progress.setRange(0, max(1, total // 1024))
+            self.progress.setValue(min(done, total) // 1024)
+            self.progress.setFormat(f"{done / MB:.1f} / {total / MB:.1f} MB")
+        else:
+            self.progress.setRange(0, 0)
+            self.progress.setFormat(f"{done / MB:.1f} MB")
+
+    def _on_finished(self, path) -> None:
+        if self._downloading is None:
+            return
+        self._downloading, self.downloaded_path = None, str(path)
+        self._refresh()
+        self._set_status(f"downloaded to {path}", OK)
+
+    def _on_failed(self, kind: str, message: str) -> None:
+        # The client's ``failed`` carries every kind of error; while a download runs, the ones
+        # about images are not about it.
+        if self._downloading is None or kind == "image":
+            return
+        self._downloading = None
+        self._refresh()
+        self._set_status(f"download failed: {message}", ERROR)
+
+    def reject(self) -> None:
+        self.cancel_download()  # closing the dialog must not leave a download running unseen
+        super().reject()
+

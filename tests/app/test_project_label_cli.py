@@ -1,0 +1,104 @@
+"""chimera-label --project: predictions into the project, human work kept, resume, exports, errors."""
+
+import contextlib
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from chimera_app.label_cli import main
+from chimera_app.project import ImageState, Project, Provenance, Region
+from engine import load_image, load_segmenter
+from engine.formats.coco import validate_coco
+from engine.models import build_model, save_model
+
+H, W = 48, 64
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(3)
+    return str(save_model(build_model("clip:chimera-tiny/random"), tmp_path_factory.mktemp("m") / "tiny.safetensors"))
+
+
+@pytest.fixture
+def root(tmp_path):
+    images = tmp_path / "images"
+    (images / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "nested/b.png", "verified.png"):
+        img = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+        img[: H // 2] = (30, 30, 220)
+        cv2.imwrite(str(images / name), img)
+    (images / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return images
+
+
+def run(*argv):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, err.getvalue()
+
+
+def test_prelabel_into_a_project_keeps_human_work(root, model_path, tmp_path):
+    with Project.open(root) as project:
+        project.classes.add("red disc")
+        doc = project.load_document("verified.png")
+        doc.paint(Region(0, 0, np.ones((10, 10), bool)), 1)
+        project.save_document("verified.png", doc)
+        verified = doc.labels.copy(), doc.provenance.copy()
+        doc = project.load_document("a.png")  # partly painted, not verified: its human pixels stay
+        doc.paint(Region(5, 5, np.ones((4, 4), bool)), 1)
+        doc.state = ImageState.PREDICTED
+        project.save_document("a.png", doc)
+
+    code, err = run("--project", root, "--classes", "red disc, green; grass", "--model", model_path,
+                    "--device", "cpu", "--quiet", "--min-confidence", "0.4", "--out", tmp_path / "c.json")
+    assert code == 0, err
+    assert "labelled 2 images, 1 left as they were" in err and "skipped corrupt.jpg" in err
+
+    seg = load_segmenter(model_path, device="cpu")
+    with Project.open(root) as project:
+        assert [c.prompt for c in project.classes] == ["red disc", "green; grass"] and project.model == model_path
+        for rel in ("a.png", "nested/b.png"):
+            doc = project.load_document(rel)
+            seg.set_image(load_image(root / rel))
+            out = seg.segment(["red disc", "green; grass"], min_confidence=0.4)
+            expected = np.asarray([0, 1, 2], np.uint16)[out.labels + 1]
+            human = doc.provenance == Provenance.HUMAN
+            np.testing.assert_array_equal(doc.labels[~human], expected[~human])
+            np.testing.assert_array_equal(doc.provenance[~human] == Provenance.MODEL, expected[~human] != 0)
+            assert project.state(rel) == ImageState.PREDICTED and project.uncertainty(rel) is not None
+        a = project.load_document("a.png")
+        assert (a.labels[5:9, 5:9] == 1).all() and (a.provenance[5:9, 5:9] == Provenance.HUMAN).all()
+        again = project.load_document("verified.png")
+        np.testing.assert_array_equal(again.labels, verified[0])
+        np.testing.assert_array_equal(again.provenance, verified[1])
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert validate_coco(data, expected_classes=["red disc", "green"]) == []
+    assert [i["file_name"] for i in data["images"]] == ["a.png", "nested/b.png", "verified.png"]
+
+    code, err = run("--project", root, "--model", model_path, "--device", "cpu", "--quiet", "--skip-predicted")
+    # resume: only the corrupt image is left, and it fails again: nothing could be written
+    assert code == 1 and "labelled 0 images, 3 left as they were (human-verified or predicted), 1 failed" in err
+    (root / "corrupt.jpg").unlink()
+    code, err = run("--project", root, "--model", model_path, "--quiet", "--skip-predicted")
+    assert code == 0 and "labelled 0 images, 3 left as they were" in err and "tiny" not in err  # no model loaded
+
+
+def test_project_errors_are_reported(root, model_path):
+    code, err = run("--project", root, "--model", model_path, "--quiet")
+    assert code == 1 and "no classes" in err
+    with Project.open(root):
+        code, err = run("--project", root, "--classes", "x", "--model", model_path, "--quiet")
+    assert code == 1 and "already open" in err
+    code, err = run("--project", root, "--classes", "x", "--background", "X", "--model", model_path)
+    assert code == 1 and "'X'" in err
+    with Project.open(root) as project:
+        assert len(project.classes) == 0  # a refused class list changed nothing
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        main([str(root), "--project", str(root), "--classes", "x"])
