@@ -19,6 +19,9 @@ Why it is built this way:
   the old list.
 - Decoded images are kept in a small LRU next to the engine's feature LRU (``cache_images``), so a
   prefetched image is shown and segmented without decoding or encoding again.
+- Prefetch encodes run on a background thread of their own (at a lower OS priority), so a key press
+  or a D press never waits behind a multi-second encode of an image the user has not asked for yet;
+  the features join the engine's LRU through a tiny job on the engine thread.
 - Downloads run on a thread of their own: they wait on the network, not on the model.
 - Errors never end the engine thread; they become ``failed(kind, message)`` (see ``prelabel.error_kind``).
 """
@@ -34,6 +37,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +68,7 @@ class DownloadCancelled(BaseException):
 @dataclasses.dataclass
 class Job:
     priority: int
-    kind: str  # load, show, encode, segment, prefetch, prefetch-encode, prelabel
+    kind: str  # load, show, encode, segment, prefetch, prefetch-encode, store-features, prelabel
     key: str = ""
     args: tuple = ()
     seq: int = 0  # arrival order; a follow-up job keeps its parent's place
@@ -169,6 +173,14 @@ def output_size(display: tuple[int, int] | None, full: tuple[int, int]) -> tuple
     return None if (h, w) == tuple(full) else (h, w)
 
 
+def _background_thread_setup() -> None:
+    """Prefetch thread: a lower OS priority (Linux: per thread), so interactive work comes first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # other platforms: same priority, still off the engine thread
+        pass
+
+
 class EngineWorker(QObject):
     """Runs jobs on the engine thread. Owns the segmenter and the decoded-image LRU; only this thread
     touches them. Its signals reach ``EngineClient`` through queued connections."""
@@ -194,6 +206,9 @@ class EngineWorker(QObject):
         self._rgbs = RgbCache(cache_images, rgb_cache_bytes)
         self._paths: dict[str, Path] = {}
         self._cancel_download = cancel_download
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="chimera-prefetch",
+                                              initializer=_background_thread_setup)
+        self._encoding: dict[str, Future] = {}  # key -> background encode in flight
 
     def run(self) -> None:
         """The engine thread's whole life: take jobs until the queue is stopped."""
@@ -250,7 +265,8 @@ class EngineWorker(QObject):
         prompts, display_size, generation, class_ids = job.args
         features = self._features(job.key)
         out = self.segmenter.segment(prompts, features=features,
-                                     output_size=output_size(display_size, features.size))
+                                     output_size=output_size(display_size, features.size),
+                                     quick_text=display_size is not None)
         self.segmented.emit(job.key, generation, to_class_ids(out.labels, class_ids), out.confidence)
 
     def _do_prefetch(self, job: Job) -> None:
@@ -259,8 +275,23 @@ class EngineWorker(QObject):
             self.queue.put(Job(PREFETCH, "prefetch-encode", job.key, seq=job.seq), keep_seq=True)
 
     def _do_prefetch_encode(self, job: Job) -> None:
-        if self.segmenter is not None:
-            self._features(job.key)
+        if self.segmenter is None or self.segmenter.is_cached(job.key) or job.key in self._encoding:
+            return
+        segmenter, rgb = self.segmenter, self._image(job.key)
+        future = self._background.submit(lambda: segmenter.encode([rgb])[0])
+        self._encoding[job.key] = future
+        future.add_done_callback(lambda f, key=job.key, seg=segmenter: self.queue.put(
+            Job(INTERACTIVE, "store-features", key, (f, seg))))
+
+    def stop_background(self) -> None:
+        self._background.shutdown(wait=False, cancel_futures=True)
+
+    def _do_store_features(self, job: Job) -> None:
+        future, segmenter = job.args
+        if self._encoding.get(job.key) is future:
+            del self._encoding[job.key]
+        if segmenter is self.segmenter and future.exception() is None and not segmenter.is_cached(job.key):
+            segmenter.add_features(job.key, future.result())
 
     def _do_prelabel(self, job: Job) -> None:
         run: PrelabelRun = job.args[0]
@@ -301,6 +332,12 @@ class EngineWorker(QObject):
     def _features(self, key: str) -> ImageFeatures:
         if self.segmenter is None:
             raise ModelNameError("no model is loaded yet: choose one in the model dialog")
+        pending = self._encoding.pop(key, None)
+        if pending is not None and not self.segmenter.is_cached(key):
+            try:  # already being encoded in the background: wait for it rather than start over
+                self.segmenter.add_features(key, pending.result())
+            except Exception:  # noqa: BLE001 -- encode it here instead, reporting this one's error
+                pass
         if not self.segmenter.is_cached(key):
             self.segmenter.set_image(self._image(key), key=key)
         return self.segmenter.features(key)
@@ -441,8 +478,9 @@ class EngineClient(QObject):
         self._cancel_download.set()
 
     def pending(self) -> list[tuple[str, str]]:
-        """Queued (kind, key) pairs, most urgent first (for tests and a status line)."""
-        return self._queue.pending()
+        """Queued (kind, key) pairs, most urgent first, then ("encoding", key) for background
+        encodes in flight (for tests, benchmarks and a status line)."""
+        return self._queue.pending() + [("encoding", key) for key in list(self._worker._encoding)]
 
     def shutdown(self, wait_ms: int = 10_000) -> bool:
         """Stop taking jobs and wait for the current one (app exit only); True if the thread ended."""
@@ -450,6 +488,7 @@ class EngineClient(QObject):
         self._cancel_download.set()
         self._queue.stop()
         ended = self._thread.wait(wait_ms)
+        self._worker.stop_background()
         if self._prelabel is not None:
             self._prelabel.close()  # its decode-ahead thread; the engine thread will not step it again
         if not ended:  # a QThread destroyed while running aborts the process: keep it referenced

@@ -24,7 +24,7 @@ from engine.clip_loading import ProgressCallback
 from engine.devices import DeviceChoice, choose
 from engine.models import SegmentationModel, build_model
 from engine.scoring import ScoringRule, label_maps
-from engine.text import TextEncoder, parse_classes
+from engine.text import TextEncoder, load_templates, parse_classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +80,8 @@ class Segmenter:
         self.calibration = calibration
         model.place(device.device, device.dtype)
         self.text = TextEncoder(model.clip, model.templates, tokenizer=_tokenizer(model.clip_spec.arch))
+        # Previews while a class name is typed: one template instead of the ensemble (~15x cheaper).
+        self.quick_text = TextEncoder(model.clip, load_templates(model.templates)[:1], tokenizer=self.text.tokenizer)
         self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
         self._current: str | None = None
         self.images_encoded = 0  # counts real encodes, so tests can prove the cache works
@@ -136,6 +138,13 @@ class Segmenter:
         self._current = key
         return key
 
+    def add_features(self, key: str, features: ImageFeatures) -> None:
+        """Put features computed elsewhere (``encode`` on a background thread) into the LRU."""
+        self._cache[key] = features
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_images:
+            self._cache.popitem(last=False)
+
     def is_cached(self, key: str) -> bool:
         """Whether the features of ``key`` are in the LRU (``segment`` can run without the pixels)."""
         return key in self._cache
@@ -150,19 +159,21 @@ class Segmenter:
     def segment(self, classes: Sequence[str], *, background: Sequence[str] = (),
                 min_confidence: float | None = None, calibration: float | None = None,
                 features: ImageFeatures | None = None,
-                output_size: tuple[int, int] | None = None) -> Segmentation:
+                output_size: tuple[int, int] | None = None, quick_text: bool = False) -> Segmentation:
         """Label every pixel of the current image (or of ``features``) with one of ``classes``.
 
         ``background``: extra phrases that compete with the classes but whose pixels stay unlabeled
         (e.g. ``["sky", "wall"]`` when only the objects matter). ``min_confidence`` and
         ``calibration`` override the segmenter's defaults for this call. ``output_size`` ``(h, w)``
         scores the whole image at that resolution instead of its own (a quick preview at screen
-        size while the user types); the maps then have that shape.
+        size while the user types); the maps then have that shape. ``quick_text``: classes whose
+        embeddings are not cached yet are embedded with one template instead of the ensemble (the
+        preview of a name being typed; the full ensemble follows when typing pauses).
         """
         classes = tuple(str(c) for c in classes)
         parsed = parse_classes(list(classes) + list(background))  # one namespace: no phrase in both
         feats = features or self.features()
-        text = self.text.encode(list(classes) + list(background)).to(feats.features.device)
+        text = self._embed(list(classes) + list(background), quick_text).to(feats.features.device)
         seen = {c.casefold() for c in self.model.seen_classes}
         rule = ScoringRule(
             logit_scale=self.model.logit_scale,
@@ -172,6 +183,12 @@ class Segmenter:
             seen=tuple(any(p.casefold() in seen for p in phrases) for phrases in parsed[:len(classes)]))
         labels, confidence = label_maps(feats.features, text, feats.size, rule, output_size)
         return Segmentation(labels, confidence, classes)
+
+
+    def _embed(self, classes: list[str], quick: bool) -> torch.Tensor:
+        if not quick or all(self.text.has(c) for c in classes):
+            return self.text.encode(classes)
+        return torch.cat([(self.text if self.text.has(c) else self.quick_text).encode([c]) for c in classes])
 
 
 def _tokenizer(arch: str):

@@ -84,6 +84,10 @@ class TextEncoder:
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.phrases_encoded = 0  # counts real encodes, so tests can prove the cache works
 
+    def has(self, class_name: str) -> bool:
+        """Every phrase of ``class_name`` is cached (encoding it costs nothing)."""
+        return all(p in self._cache for p in split_phrases(class_name))
+
     def encode(self, classes: Sequence[str]) -> torch.Tensor:
         parsed = parse_classes(classes)
         wanted = list(dict.fromkeys(p for phrases in parsed for p in phrases))

@@ -134,12 +134,13 @@ class AnnotationController(QObject):
         self._requests = {g: r for g, r in self._requests.items() if r[0] != rel}  # results only for the newest
         self._requests[generation] = (rel, ids, bool(draft), time.perf_counter())
 
-    def _display_size(self) -> tuple[int, int] | None:
-        """Score at about screen resolution while typing; the full-resolution pass follows."""
+    def _display_size(self) -> tuple[int, int]:
+        """Score about at screen resolution while typing (a preview: one prompt template for the
+        new name, too); the full-resolution, full-ensemble pass follows when typing pauses."""
         h, w = self.rgb.shape[:2]
         view = self.canvas.viewport().size()
         scale = min(1.0, max(view.width() / w, view.height() / h))
-        return None if scale >= 0.9 else (max(1, round(h * scale)), max(1, round(w * scale)))
+        return max(1, round(h * scale)), max(1, round(w * scale))
 
     def _on_segmented(self, rel: str, generation: int, labels: np.ndarray, confidence: np.ndarray) -> None:
         request = self._requests.pop(generation, None)

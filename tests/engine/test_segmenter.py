@@ -184,3 +184,18 @@ def test_segment_at_display_size_is_the_full_map_at_lower_resolution(tiny_segmen
     assert small.labels.shape == small.confidence.shape == (96, 128) and full.labels.shape == (192, 256)
     # same scores, sampled at the centres of 2x2 blocks: agree except at (rare) boundary pixels
     assert (small.labels == full.labels[::2, ::2]).mean() > 0.95
+
+
+def test_quick_text_embeds_only_new_names_with_one_template(tiny_segmenter):
+    seg = tiny_segmenter
+    seg.set_image(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    full = seg.segment(["road", "car"])
+    assert len(seg.text.templates) > 1 and len(seg.quick_text.templates) == 1
+    quick = seg.segment(["road", "car", "bicycle"], quick_text=True)
+    assert seg.text.has("road") and not seg.text.has("bicycle")  # the preview left the ensemble cache alone
+    assert seg.quick_text.has("bicycle") and not seg.quick_text.has("road")  # cached names: full ensemble
+    exact = seg.segment(["road", "car", "bicycle"])
+    assert seg.text.has("bicycle")
+    assert not np.array_equal(quick.confidence, exact.confidence)  # one template is not the ensemble
+    same = seg.segment(["road", "car"], quick_text=True)  # nothing new: identical to the full answer
+    assert np.array_equal(same.labels, full.labels) and np.array_equal(same.confidence, full.confidence)
