@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if images is not None and not window.open_project(images, args.project_dir, model=model, classes=classes):
         return EXIT_FAILED
+    if args.demo and model == FALLBACK_MODEL:
+        window.statusBar().showMessage("The bundled shapes models are not installed: a tiny RANDOM model is "
+                                       "predicting (`chimera-train bundle` builds them, see README)", 0)
     if args.screenshot:
         return window.screenshot_when_predicted(args.screenshot, args.timeout)
     return app.exec()

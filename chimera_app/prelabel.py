@@ -59,8 +59,9 @@ def to_class_ids(labels: np.ndarray, class_ids: Sequence[int] | None) -> np.ndar
     """
     if class_ids is None:
         return labels
-    lut = np.array([0, *class_ids], np.uint16)
-    return lut[labels + 1]
+    # -1 indexes the last entry: no ``labels + 1`` temporary (48 MB on a 12 MP image).
+    lut = np.array([*class_ids, 0], np.uint16)
+    return lut[labels]
 
 
 @dataclasses.dataclass(frozen=True)

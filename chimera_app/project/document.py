@@ -98,8 +98,9 @@ class LabelDocument:
         self.labels = labels
         self.provenance = provenance
         self.state = ImageState(state)
-        self.prediction: np.ndarray | None = None  # uint16 class ids of the latest model output
-        self.confidence: np.ndarray | None = None  # float32 in [0, 1] of the latest model output
+        # The latest model output, read-only (shared with the saver's snapshots, never copied):
+        self.prediction: np.ndarray | None = None  # uint16 class ids
+        self.confidence: np.ndarray | None = None  # float32 in [0, 1]
         if confidence is not None:
             self.confidence = self._check_map(confidence, np.float32, "confidence")
 
@@ -159,13 +160,19 @@ class LabelDocument:
     # -- not undoable ---------------------------------------------------------------------------
     def set_prediction(self, class_ids: np.ndarray, confidence: np.ndarray) -> None:
         """Take a model output (uint16 class ids, 0 = unlabeled; float32 confidence in [0, 1]) and
-        write it into every pixel a person has not decided. UNLABELED becomes PREDICTED."""
+        write it into every pixel a person has not decided. UNLABELED becomes PREDICTED.
+
+        Arrays of those dtypes are kept, not copied (72 MB on a 12 MP image), behind read-only
+        views: the caller hands them over and must not write to them afterwards."""
         ids = self._check_map(class_ids, np.uint16, "class_ids")
         self.confidence = self._check_map(confidence, np.float32, "confidence")
         self.prediction = ids
         free = self.provenance != Provenance.HUMAN
-        self.labels[free] = ids[free]
-        self.provenance[free] = np.where(ids[free] != 0, np.uint8(Provenance.MODEL), np.uint8(Provenance.NONE))
+        np.copyto(self.labels, ids, where=free)
+        # MODEL where the model gave a class, NONE (0) where it left the pixel unlabeled.
+        decided = (ids != 0).view(np.uint8)  # 0 / 1
+        decided *= np.uint8(Provenance.MODEL)
+        np.copyto(self.provenance, decided, where=free)
         if self.state == ImageState.UNLABELED:
             self.state = ImageState.PREDICTED
 
@@ -177,7 +184,9 @@ class LabelDocument:
             self.labels[gone] = 0
             self.provenance[gone] = Provenance.NONE
         if self.prediction is not None:
-            self.prediction[~np.isin(self.prediction, valid)] = 0
+            stale = ~np.isin(self.prediction, valid)
+            if stale.any():  # a new (read-only) array: the saver or a caller may share the old one
+                self.prediction = self._frozen_view(np.where(stale, np.uint16(0), self.prediction))
 
     # -- inside ---------------------------------------------------------------------------------
     def _window(self, region: Region) -> tuple[int, int, int, int]:
@@ -193,7 +202,14 @@ class LabelDocument:
             raise ValueError(f"{name} has shape {array.shape}, the image is {self.shape}")
         if name == "class_ids" and array.size and (array.min() < 0 or array.max() > 0xFFFF):
             raise ValueError("class ids must lie in 0..65535")
-        return np.array(array, dtype=dtype, copy=True)
+        return self._frozen_view(np.asarray(array, dtype=dtype))  # copies only to convert
+
+    @staticmethod
+    def _frozen_view(array: np.ndarray) -> np.ndarray:
+        """A read-only view of ``array`` (the caller's own array object keeps its flags)."""
+        view = array.view()
+        view.flags.writeable = False
+        return view
 
     def _change(self, y0: int, x0: int, selected: np.ndarray, value, provenance, state: ImageState) -> Patch | None:
         """Set ``value`` (labels) and/or ``provenance`` where ``selected`` (a window at y0, x0) and

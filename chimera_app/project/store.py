@@ -202,9 +202,9 @@ class Project:
             confidence_path = self._map_path("confidence", rel)
             uncertainty = None
             if doc.confidence is not None:
-                conf = np.clip(np.nan_to_num(doc.confidence), 0.0, 1.0)
-                atomic_write_bytes(confidence_path, _png(np.rint(conf * 255.0).astype(np.uint8)))
-                uncertainty = round(float(1.0 - conf.mean()), 6) if conf.size else None
+                quantized, total = _quantize_confidence(doc.confidence)
+                atomic_write_bytes(confidence_path, _png(quantized))
+                uncertainty = round(1.0 - total / doc.confidence.size, 6) if doc.confidence.size else None
             elif confidence_path.exists():
                 confidence_path.unlink()  # from an older prediction that this document no longer has
             with self._meta_lock:
@@ -289,6 +289,19 @@ class Project:
         if conf_path.exists():
             confidence = _read_map(conf_path, rel, "confidence", height, width, _read_gray).astype(np.float32) / 255
         return LabelDocument(labels.astype(np.uint16), prov, self.state(rel), confidence=confidence)
+
+
+def _quantize_confidence(conf: np.ndarray, rows: int = 256) -> tuple[np.ndarray, float]:
+    """``rint(clip(conf, 0, 1) * 255)`` as uint8 and the sum of ``clip(conf, 0, 1)``, a band of rows at
+    a time: the whole-map version held four float32 copies (~190 MB on a 12 MP image) at once."""
+    out = np.empty(conf.shape, np.uint8)
+    total = 0.0
+    for top in range(0, conf.shape[0], rows):
+        band = np.clip(np.nan_to_num(conf[top:top + rows]), 0.0, 1.0)
+        total += float(band.sum(dtype=np.float64))
+        np.rint(band * 255.0, out=band)
+        out[top:top + rows] = band
+    return out, total
 
 
 def _check_rel(rel: str) -> str:

@@ -193,6 +193,7 @@ class Canvas(QGraphicsView):
     @show_confidence.setter
     def show_confidence(self, value: bool) -> None:
         self._layers.confidence.setVisible(bool(value))
+        self._layers.refresh_confidence()  # the tint is only computed while shown
 
     # ---- zoom ---------------------------------------------------------------------------------
     @property

@@ -61,6 +61,7 @@ class MainWindow(QMainWindow):
         self.client.failed.connect(self._on_failed)
         self.actions_by_name: dict[str, QAction] = {}
         self._build_menus()
+        self._build_toolbar()
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -102,12 +103,12 @@ class MainWindow(QMainWindow):
         self._action(edit, "undo", "Undo", lambda: self._with_controller("undo"))
         self._action(edit, "redo", "Redo", lambda: self._with_controller("redo"))
         edit.addSeparator()
-        self._action(edit, "accept_image", "Accept prediction (whole image)", lambda: self._with_controller("accept_all"))
-        self._action(edit, "accept_class", "Accept prediction (current class)",
+        self._action(edit, "accept_image", "Accept all", lambda: self._with_controller("accept_all"))
+        self._action(edit, "accept_class", "Accept class",
                      lambda: self._with_controller("accept_class"))
-        self._action(edit, "toggle_verified", "Mark image verified / unverified",
+        self._action(edit, "toggle_verified", "Verified",
                      lambda: self._with_controller("toggle_verified"))
-        self._action(edit, "protect", "Protect other classes", self._set_protect, checkable=True)
+        self._action(edit, "protect", "Protect others", self._set_protect, checkable=True)
 
         tool_menu = bar.addMenu("&Tools")
         group = QActionGroup(self)
@@ -121,12 +122,13 @@ class MainWindow(QMainWindow):
         self._action(tool_menu, "cancel", "Cancel", self.canvas.cancel)
 
         view = bar.addMenu("&View")
-        self._action(view, "toggle_masks", "Show masks", lambda on: setattr(self.canvas, "show_masks", on),
+        self._action(view, "toggle_masks", "Masks", lambda on: setattr(self.canvas, "show_masks", on),
                      checkable=True, checked=True)
-        self._action(view, "toggle_outlines", "Show outlines", lambda on: setattr(self.canvas, "show_outlines", on),
+        self._action(view, "toggle_outlines", "Outlines", lambda on: setattr(self.canvas, "show_outlines", on),
                      checkable=True)
         self._action(view, "toggle_confidence", "Show confidence",
                      lambda on: setattr(self.canvas, "show_confidence", on), checkable=True)
+        self.actions_by_name["toggle_confidence"].setText("Confidence")
         view.addSeparator()
         self._action(view, "zoom_in", "Zoom in", self.canvas.zoom_in)
         self._action(view, "zoom_out", "Zoom out", self.canvas.zoom_out)
@@ -140,7 +142,7 @@ class MainWindow(QMainWindow):
         go = bar.addMenu("&Go")
         self._action(go, "next_image", "Next image", self.file_list.next)
         self._action(go, "previous_image", "Previous image", self.file_list.previous)
-        self._action(go, "next_uncertain", "Next uncertain region", lambda: self._with_controller("next_uncertain"))
+        self._action(go, "next_uncertain", "Next uncertain", lambda: self._with_controller("next_uncertain"))
         for n in range(1, 10):
             self._action(go, f"class_{n}", f"Class {n}", lambda n=n: self.class_panel.select_key(n))
 
@@ -152,6 +154,23 @@ class MainWindow(QMainWindow):
 
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "shortcut_sheet", "Keyboard shortcuts", self.show_shortcuts)
+
+    def _build_toolbar(self) -> None:
+        """The tools and the switches people reach for most, one click away; tooltips show the keys."""
+        bar = self.addToolBar("Tools")
+        bar.setObjectName("Tools")
+        bar.setToolButtonStyle(Qt.ToolButtonTextOnly)
+        names = (*TOOLS, None, "accept_image", "accept_class", "toggle_verified", "protect", None,
+                 "toggle_masks", "toggle_outlines", "toggle_confidence", "next_uncertain", None, "prelabel",
+                 "cancel_prelabel")
+        for name in names:
+            if name is None:
+                bar.addSeparator()
+                continue
+            action = self.actions_by_name[name]
+            keys = ", ".join(s.toString(QKeySequence.NativeText) for s in action.shortcuts())
+            action.setToolTip(f"{action.text()} ({keys})" if keys else action.text())
+            bar.addAction(action)
 
     def _with_controller(self, method: str, *args) -> None:
         if self.controller is None:
@@ -180,6 +199,8 @@ class MainWindow(QMainWindow):
     def open_project(self, images: Path, project_dir: Path | None = None, model: str | None = None,
                      classes: list[str] = ()) -> bool:
         """Open (or create) the project of ``images``; False (after a message) when it cannot be."""
+        if self.project is not None and Path(images).resolve() == self.project.root.resolve():
+            self.close_project()  # reopening our own project (e.g. after an import): release its lock first
         try:
             project = Project.open(images, project_dir)
         except ChimeraError as error:
@@ -298,8 +319,9 @@ class MainWindow(QMainWindow):
         except ChimeraError as error:
             QMessageBox.warning(self, "Import failed", str(error))
             return
+        self.session.discard()  # the import rewrote the files: never save the stale copy over them
         root, project_dir = self.project.root, self.project.data_dir
-        self.open_project(root, project_dir if project_dir != root / ".chimera" else None)
+        self.open_project(root, project_dir if project_dir != root / ".chimera" else None, model=self.model_name)
         self.statusBar().showMessage(f"Imported {report.get('images', 0)} images from {path}", 8000)
 
     def show_shortcuts(self) -> None:

@@ -243,6 +243,8 @@ class LayerStack:
         self.lut = color_lut({})
         self.threshold = 0.5  # confidence below this is highlighted
         self._outlines_dirty = True  # outlines are computed only while shown
+        self.confidence_map: np.ndarray | None = None  # held by reference, tinted only while shown
+        self._confidence_dirty = True
 
     def set_image(self, rgb: np.ndarray) -> None:
         """A new image: resets every layer (labels and confidence belong to the old image)."""
@@ -255,17 +257,19 @@ class LayerStack:
             fast = dh * 2 > h
             rgb = cv2.resize(rgb, (dw, dh), interpolation=cv2.INTER_LINEAR if fast else cv2.INTER_AREA)
         self.image.ensure((h, w), (dh, dw), QImage.Format.Format_RGB32)
-        # Format_RGB32 is 0xffRRGGBB, i.e. bytes B, G, R, 255 on little-endian machines.
-        self.image.pixels().view(np.uint8).reshape(dh, dw, 4)[:] = cv2.cvtColor(
-            rgb, cv2.COLOR_RGB2BGRA
-        )
+        # Format_RGB32 is 0xffRRGGBB, i.e. bytes B, G, R, 255 on little-endian machines. Converted
+        # straight into the QImage's buffer: no 48 MB temporary on a 12 MP image.
+        bgra = self.image.pixels().view(np.uint8).reshape(dh, dw, 4)
+        done = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA, dst=bgra)
+        if not np.shares_memory(done, bgra):  # OpenCV could not write in place
+            bgra[:] = done
         self.image.changed()
-        self.labels = None
+        self.labels = self.confidence_map = None
         for layer in (self.masks, self.outlines, self.confidence):
             layer.invalidate()
 
     def clear(self) -> None:
-        self.shape = self.grid = self.labels = None
+        self.shape = self.grid = self.labels = self.confidence_map = None
         for layer in (self.image, self.masks, self.outlines, self.confidence):
             layer.reset((0, 0), (0, 0))
 
@@ -319,13 +323,23 @@ class LayerStack:
         self.outlines.changed((y0, x0, y1, x1))
 
     def set_confidence(self, confidence: np.ndarray | None) -> None:
-        if confidence is None or self.shape is None:
-            self.confidence.invalidate()
-            return
-        if confidence.shape != self.shape:
+        """The confidence map (a reference, like ``labels``). Its tint is computed only while the
+        layer is shown, like the outlines: a hidden layer costs neither the time nor a 48 MB
+        ARGB buffer on a 12 MP image."""
+        if confidence is not None and self.shape is not None and confidence.shape != self.shape:
             raise ValueError(f"confidence {confidence.shape} does not match the image {self.shape}")
+        self.confidence_map = None if self.shape is None else confidence
+        self._confidence_dirty = True
+        self.confidence.invalidate()
+        self.refresh_confidence()
+
+    def refresh_confidence(self) -> None:
+        """Bring the confidence tint up to date if it is shown (call after showing it)."""
+        if not (self.confidence.isVisible() and self._confidence_dirty and self.confidence_map is not None):
+            return
         dh, dw = self.grid.shape
-        self.confidence.ensure(self.shape, (dh, dw))
-        sampled = self.grid.sample(confidence, (0, 0, dh, dw))
+        self.confidence.ensure(self.shape, (dh, dw))  # allocated once first shown
+        sampled = self.grid.sample(self.confidence_map, (0, 0, dh, dw))
         confidence_argb(sampled, self.threshold, self.confidence.pixels())
         self.confidence.changed()
+        self._confidence_dirty = False

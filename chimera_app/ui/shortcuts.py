@@ -50,10 +50,15 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("open_folder", ("Ctrl+U",), "Open a folder of images", "Images"),
     Shortcut("save", ("Ctrl+S",), "Save now (edits are also saved automatically)", "Images"),
     Shortcut("next_uncertain", ("N",), "Jump to the next most uncertain region", "Images"),
+    Shortcut("prelabel", ("Ctrl+L",), "Pre-label every image not human-verified", "Images"),
     # Edit
     Shortcut("undo", ("Ctrl+Z",), "Undo", "Edit"),
     Shortcut("redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Redo", "Edit"),
     Shortcut("cancel", ("Esc",), "Cancel the polygon or stroke in progress", "Edit"),
+    Shortcut("accept_image", ("Ctrl+Return",), "Accept the whole prediction (the image becomes verified)", "Edit"),
+    Shortcut("accept_class", ("Ctrl+Shift+Return",), "Accept the prediction of the current class", "Edit"),
+    Shortcut("toggle_verified", ("Ctrl+Shift+V",), "Mark the image human-verified / not verified", "Edit"),
+    Shortcut("protect", ("Ctrl+Shift+P",), "Protect other classes from the brush and fill", "Edit"),
     # Tools
     Shortcut("brush", ("B",), "Brush", "Tools"),
     Shortcut("eraser", ("E",), "Eraser", "Tools"),
@@ -71,6 +76,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("class_down", ("Alt+Down",), "Move the selected class down", "Classes", CLASS_PANEL),
     # View
     Shortcut("toggle_masks", ("T",), "Show / hide the masks", "View"),
+    Shortcut("toggle_outlines", ("O",), "Show / hide class outlines", "View"),
+    Shortcut("toggle_confidence", ("C",), "Show / hide the low-confidence overlay", "View"),
     Shortcut("zoom_in", ("Ctrl++", "Ctrl+="), "Zoom in", "View"),
     Shortcut("zoom_out", ("Ctrl+-",), "Zoom out", "View"),
     Shortcut("fit", ("Ctrl+0",), "Fit the image to the window", "View"),

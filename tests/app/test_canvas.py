@@ -105,6 +105,22 @@ def test_confidence_overlay_highlights_low_confidence(canvas):
     assert close(color_at(canvas, 15, 15), GREY)
 
 
+def test_hidden_confidence_costs_no_buffer_and_is_drawn_when_shown(canvas):
+    conf = np.ones((H, W), dtype=np.float32)
+    conf[10:20, 10:20] = 0.1
+    canvas.set_confidence(conf)
+    assert not canvas.show_confidence and canvas._layers.confidence.is_empty  # no ARGB map while hidden
+    canvas.show_confidence = True
+    r, g, b = color_at(canvas, 15, 15)
+    assert r > 150 and b > 150 and g < 60
+    canvas.show_confidence = False
+    canvas.set_confidence(np.ones((H, W), dtype=np.float32))  # a new prediction while hidden
+    canvas.show_confidence = True
+    assert close(color_at(canvas, 15, 15), GREY)  # the new map, not the old tint
+    canvas.set_image(np.full((H, W, 3), GREY, dtype=np.uint8))  # a new image drops the old map
+    assert close(color_at(canvas, 15, 15), GREY)
+
+
 def test_brush_drag_emits_image_coordinates_at_zoom(canvas, qtbot):
     canvas.set_zoom(5.0, anchor=QPointF(0, 0))
     assert canvas.zoom == pytest.approx(5.0)

@@ -264,3 +264,23 @@ def test_demo_screenshot_command(tmp_path, qtbot):
     with Project.open(tmp_path / "demo") as project:
         assert len(project.images()) == 8 and len(project.classes) == 12
         assert project.model == TINY
+
+
+def test_export_then_import_coco_through_the_window(window, qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from chimera_app.project.exports import export_coco
+
+    window.class_panel.select_key(2)
+    window.canvas.rectangle_finished.emit(0.0, 0.0, 10.0, 10.0)
+    window.save()
+    coco = tmp_path / "out.json"
+    export_coco(window.project, coco)
+    window.class_panel.select_key(1)
+    window.canvas.rectangle_finished.emit(0.0, 0.0, 10.0, 10.0)  # changed after the export
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(coco), ""))
+    window.import_coco()
+    qtbot.waitUntil(window.rgb_ready, timeout=WAIT)
+    star = window.project.classes.at_key(2).id
+    doc = window.project.load_document("img0.png") if window.session.rel != "img0.png" else window.session.doc
+    assert (doc.labels[0:10, 0:10] == star).all() and doc.state == ImageState.VERIFIED

@@ -132,6 +132,26 @@ def test_drop_classes_unlabels_deleted_ids():
     assert not (doc.prediction == 2).any()
 
 
+def test_set_prediction_keeps_the_arrays_read_only_without_copying_them():
+    doc = LabelDocument.blank(H, W)
+    doc.paint(box(0, 0, 2, 2), 5)
+    ids = np.full((H, W), 3, np.uint16)
+    ids[10:, :] = 0
+    conf = np.full((H, W), 0.25, np.float32)
+    doc.set_prediction(ids, conf)
+    assert np.shares_memory(doc.prediction, ids) and np.shares_memory(doc.confidence, conf)  # 72 MB at 12 MP
+    assert not doc.prediction.flags.writeable and not doc.confidence.flags.writeable
+    assert ids.flags.writeable  # the caller's own array object is left as it was
+    assert (doc.labels[:2, :2] == 5).all() and (doc.provenance[:2, :2] == HUMAN).all()
+    assert (doc.labels[:10, 2:] == 3).all() and (doc.provenance[:10, 2:] == MODEL).all()
+    assert (doc.labels[10:] == 0).all() and (doc.provenance[10:] == NONE).all()
+    doc.set_prediction(ids.astype(np.int32), conf.astype(np.float64))  # other dtypes are converted
+    assert doc.prediction.dtype == np.uint16 and doc.confidence.dtype == np.float32
+    shared = doc.prediction
+    doc.drop_classes([])  # class 3 deleted: a new map, the shared one is untouched
+    assert not (doc.prediction == 3).any() and (shared[:10] == 3).all()
+
+
 def test_undo_redo_restore_labels_provenance_and_state_bit_for_bit():
     rng = np.random.default_rng(0)
     doc = predicted_doc()

@@ -10,7 +10,7 @@ import torch
 from PySide6.QtCore import QTimer
 
 from chimera_app import worker as worker_module
-from chimera_app.prelabel import error_kind
+from chimera_app.prelabel import error_kind, to_class_ids
 from chimera_app.worker import (
     INTERACTIVE,
     PREFETCH,
@@ -118,6 +118,13 @@ def test_display_size_is_clamped_to_the_image():
     assert output_size((24, 32), (48, 64)) == (24, 32)
     assert output_size((100, 100), (48, 64)) is None  # never scored above full resolution
     assert output_size((100, 32), (48, 64)) == (48, 32)
+
+
+def test_class_ids_map_unlabeled_to_zero():
+    labels = np.array([[-1, 0, 1], [2, -1, 1]], np.int32)
+    ids = to_class_ids(labels, [7, 300, 9])
+    assert ids.dtype == np.uint16 and ids.tolist() == [[0, 7, 300], [9, 0, 300]]
+    assert to_class_ids(labels, None) is labels
 
 
 def test_a_superseded_segment_request_is_never_computed(loaded, qtbot, images, monkeypatch):

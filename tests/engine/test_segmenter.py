@@ -158,6 +158,19 @@ def test_scoring_in_bands_equals_one_pass(monkeypatch):
     np.testing.assert_allclose(whole[1], banded[1], rtol=1e-6, atol=1e-6)  # SIMD rounding only
 
 
+def test_cpu_attention_runs_without_materialised_maps(tiny_segmenter):
+    # nn.MultiheadAttention's CPU fast path holds heads x N x N maps; scaled_dot_product_attention does not.
+    assert not torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(True)
+    try:
+        rgb = _image(64, 96)
+        fast = tiny_segmenter.encode([rgb])[0].features
+        torch.backends.mha.set_fastpath_enabled(False)
+        torch.testing.assert_close(tiny_segmenter.encode([rgb])[0].features, fast, rtol=1e-4, atol=1e-5)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(False)
+
+
 def test_scoring_at_an_output_size_equals_interpolating_to_it():
     torch.manual_seed(2)
     feats = F.normalize(torch.randn(8, 5, 7), dim=0)
