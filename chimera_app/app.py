@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help='classes to add, comma-separated; phrases of one class with ";"')
     p.add_argument("--project-dir", type=Path, help="keep the project here instead of IMAGES_DIR/.chimera "
                                                     "(for read-only image folders)")
+    p.add_argument("--min-confidence", type=float, default=0.0,
+                   help="pixels the model is less sure of stay unlabeled (0: every pixel gets its best class)")
     p.add_argument("--device", default="auto", help="auto (CUDA → MPS → CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--demo", action="store_true", help="create a shapes-world folder and open it")
     p.add_argument("--screenshot", type=Path, help="save a screenshot after the first prediction and exit")
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Chimera")
     window = MainWindow(device=args.device)
+    window.min_confidence.setValue(args.min_confidence)
     window.resize(1400, 900)
     window.show()
     if images is not None and not window.open_project(images, args.project_dir, model=model, classes=classes):

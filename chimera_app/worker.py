@@ -71,7 +71,7 @@ class DownloadCancelled(BaseException):
 @dataclasses.dataclass
 class Job:
     priority: int
-    kind: str  # load, show, encode, segment, prefetch, prefetch-encode, store-features, prelabel
+    kind: str  # load, options, show, encode, segment, prefetch, prefetch-encode, store-features, prelabel
     key: str = ""
     args: tuple = ()
     seq: int = 0  # arrival order; a follow-up job keeps its parent's place
@@ -251,6 +251,7 @@ class EngineWorker(QObject):
         self._background = ThreadPoolExecutor(1, thread_name_prefix="chimera-prefetch",
                                               initializer=_background_thread_setup)
         self._encoding: dict[str, Future] = {}  # key -> background encode in flight
+        self.min_confidence = 0.0  # the unlabeled rule, kept across model loads
 
     def run(self) -> None:
         """The engine thread's whole life: take jobs until the queue is stopped."""
@@ -292,7 +293,7 @@ class EngineWorker(QObject):
         # windows holds ~65 MB of attention maps per window at once.
         batch = 1 if choice.device.type == "cpu" else 4
         self.segmenter = Segmenter(build_model(name, progress), choice, batch_size=batch,
-                                   cache_images=self.cache_images)
+                                   cache_images=self.cache_images, min_confidence=self.min_confidence)
         gc.collect()
         release_free_memory()  # the old model's weights, and what building the new one left
         dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(choice.dtype, "fp32")
@@ -310,6 +311,11 @@ class EngineWorker(QObject):
 
     def _do_encode(self, job: Job) -> None:
         self._features(job.key)
+
+    def _do_options(self, job: Job) -> None:
+        (self.min_confidence,) = job.args
+        if self.segmenter is not None:
+            self.segmenter.min_confidence = self.min_confidence
 
     def _do_segment(self, job: Job) -> None:
         prompts, display_size, generation, class_ids = job.args
@@ -481,6 +487,11 @@ class EngineClient(QObject):
         self._queue.put(Job(INTERACTIVE, "segment", key, args),
                         drop=lambda j: j.kind == "segment" and j.key == key)
         return generation
+
+    def set_min_confidence(self, value: float) -> None:
+        """Pixels whose best class is less likely than ``value`` stay unlabeled (0 = every pixel gets
+        its best class). Applies to every later segment and pre-label result, and to later models."""
+        self._queue.put(Job(INTERACTIVE, "options", "", (float(value),)), drop=lambda j: j.kind == "options")
 
     def latest_generation(self, key: str) -> int | None:
         return self._latest.get(key)

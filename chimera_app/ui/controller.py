@@ -264,6 +264,11 @@ class AnnotationController(QObject):
             return
         self._after_edit(self.session.accept(tools.flood(doc.prediction, int(x), int(y))))
 
+    def set_min_confidence(self, value: float) -> None:
+        """The unlabeled rule: pixels the model is less sure of than ``value`` stay unlabeled."""
+        self.client.set_min_confidence(value)
+        self.request_prediction()
+
     def accept_all(self) -> None:
         if self.rgb is not None:
             self._after_edit(self.session.accept())

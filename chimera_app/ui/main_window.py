@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QDialog,
     QDockWidget,
+    QDoubleSpinBox,
     QFileDialog,
     QLabel,
     QMainWindow,
@@ -134,6 +135,11 @@ class MainWindow(QMainWindow):
         self._action(view, "zoom_out", "Zoom out", self.canvas.zoom_out)
         self._action(view, "fit", "Fit to window", self.canvas.fit)
         self._action(view, "actual_size", "100 %", self.canvas.actual_size)
+        # Item 2 of PRODUCT.md's edge: an explicit "unlabeled" decision, not a forced best guess.
+        self.min_confidence = QDoubleSpinBox(minimum=0.0, maximum=0.99, singleStep=0.05, decimals=2, value=0.0)
+        self.min_confidence.setToolTip("Pixels the model is less sure of than this stay unlabeled "
+                                       "(0: every pixel gets its best class)")
+        self.min_confidence.valueChanged.connect(self._set_min_confidence)
         self.opacity = QSlider(Qt.Horizontal, minimum=0, maximum=100, value=50, maximumWidth=120)
         self.opacity.valueChanged.connect(lambda v: setattr(self.canvas, "opacity", v / 100))
         self.statusBar().addPermanentWidget(QLabel("opacity"))
@@ -167,6 +173,10 @@ class MainWindow(QMainWindow):
             if name is None:
                 bar.addSeparator()
                 continue
+            if name == "prelabel":
+                bar.addWidget(QLabel(" Unlabeled below "))
+                bar.addWidget(self.min_confidence)
+                bar.addSeparator()
             action = self.actions_by_name[name]
             keys = ", ".join(s.toString(QKeySequence.NativeText) for s in action.shortcuts())
             action.setToolTip(f"{action.text()} ({keys})" if keys else action.text())
@@ -185,6 +195,12 @@ class MainWindow(QMainWindow):
     def _brush(self, factor: float) -> None:
         self.canvas.brush_radius = max(1.0, min(500.0, self.canvas.brush_radius * factor))
         self.statusBar().showMessage(f"Brush radius {self.canvas.brush_radius:.0f} px", 1500)
+
+    def _set_min_confidence(self, value: float) -> None:
+        if self.controller is not None:
+            self.controller.set_min_confidence(value)
+        else:
+            self.client.set_min_confidence(value)
 
     def _set_protect(self, on: bool) -> None:
         if self.session is not None:

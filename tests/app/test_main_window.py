@@ -284,3 +284,19 @@ def test_export_then_import_coco_through_the_window(window, qtbot, tmp_path, mon
     star = window.project.classes.at_key(2).id
     doc = window.project.load_document("img0.png") if window.session.rel != "img0.png" else window.session.doc
     assert (doc.labels[0:10, 0:10] == star).all() and doc.state == ImageState.VERIFIED
+
+
+def test_unlabeled_below_leaves_unsure_pixels_unlabeled_and_keeps_human_ones(window, qtbot):
+    doc = window.session.doc
+    window.class_panel.select_key(1)
+    window.canvas.rectangle_finished.emit(0.0, 0.0, 6.0, 6.0)  # a person's pixels: never touched
+    shown = window.predictions_shown
+    window.min_confidence.setValue(0.99)  # two random-weight classes: no pixel is 99 % sure
+    qtbot.waitUntil(lambda: window.predictions_shown > shown, timeout=WAIT)
+    model = doc.provenance != Provenance.HUMAN
+    assert (doc.labels[model] == 0).all() and (doc.provenance[model] == Provenance.NONE).all()
+    assert (doc.labels[0:6, 0:6] == window.project.classes.at_key(1).id).all()
+    shown = window.predictions_shown
+    window.min_confidence.setValue(0.0)
+    qtbot.waitUntil(lambda: window.predictions_shown > shown, timeout=WAIT)
+    assert (doc.labels[model] > 0).all()
