@@ -107,7 +107,6 @@ class Session:
         self.active_class: int | None = None
         self.protect_others = False
         self._undo: OrderedDict[str, UndoStack] = OrderedDict()
-        self.listeners: list[Callable[[str, Patch | None], None]] = []  # (rel, patch) after any change
 
     # -- images ---------------------------------------------------------------------------------
     def open_image(self, rel: str) -> LabelDocument:
@@ -152,7 +151,6 @@ class Session:
         pixels are never overwritten. The document keeps the arrays (no copy): don't write to them."""
         self.doc.set_prediction(class_ids, confidence)
         self.save()
-        self._notify(None)
 
     def preview(self, class_ids: np.ndarray) -> np.ndarray:
         """What the label map would be with this prediction (e.g. with a class still being typed),
@@ -216,8 +214,3 @@ class Session:
     def _journal(self, patch: Patch) -> None:
         self.project.record(self.rel, self.doc, patch)  # durable now; the PNGs follow in the background
         self.save()
-        self._notify(patch)
-
-    def _notify(self, patch: Patch | None) -> None:
-        for listener in self.listeners:
-            listener(self.rel, patch)

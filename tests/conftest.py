@@ -28,3 +28,12 @@ def tiny_segmenter():
 
     torch.manual_seed(0)
     return load_segmenter(f"clip:{TINY_CLIP}/random", device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A saved random-weight tiny dense-CLIP checkpoint (path as str), for CLI tests."""
+    from engine.models import build_model, save_model
+
+    torch.manual_seed(11)
+    return str(save_model(build_model(f"clip:{TINY_CLIP}/random"), tmp_path_factory.mktemp("m") / "tiny.safetensors"))

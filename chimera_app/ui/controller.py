@@ -41,7 +41,7 @@ class AnnotationController(QObject):
         self.project = session.project
         self.rgb: np.ndarray | None = None  # the current image, once decoded
         self.draft = ""
-        self._requests: dict[int, tuple[str, list[int], bool, float]] = {}  # generation → (rel, ids, draft, t0)
+        self._requests: dict[int, tuple[str, bool, float]] = {}  # generation → (rel, is draft, t0)
         self._regions: list[Region] = []
         self._region_index: int | None = None
         self._prelabel_remaining: list[str] = []
@@ -132,7 +132,7 @@ class AnnotationController(QObject):
         display = self._display_size() if preview else None
         generation = self.client.segment(rel, prompts, display, class_ids=ids)
         self._requests = {g: r for g, r in self._requests.items() if r[0] != rel}  # results only for the newest
-        self._requests[generation] = (rel, ids, bool(draft), time.perf_counter())
+        self._requests[generation] = (rel, bool(draft), time.perf_counter())
 
     def _display_size(self) -> tuple[int, int]:
         """Score about at screen resolution while typing (a preview: one prompt template for the
@@ -146,7 +146,7 @@ class AnnotationController(QObject):
         request = self._requests.pop(generation, None)
         if request is None or rel != self.session.rel:
             return  # superseded while it ran, or the user moved on
-        _, _, is_draft, started = request
+        _, is_draft, started = request
         doc = self.session.doc
         if labels.shape != doc.labels.shape:  # a display-resolution preview: shown, never stored
             size = (doc.labels.shape[1], doc.labels.shape[0])
@@ -164,18 +164,18 @@ class AnnotationController(QObject):
 
     def _on_draft(self, text: str) -> None:
         self.draft = text.strip()
-        valid = bool(self.draft) and self._draft_is_new(self.draft)
-        self.request_prediction(self.draft if valid else "", preview=True)
+        self.request_prediction(self._valid_draft(), preview=True)
         self._full_res.start()
 
     def _settled(self) -> None:
         """Typing paused: the same request at full resolution."""
-        valid = bool(self.draft) and self._draft_is_new(self.draft)
-        self.request_prediction(self.draft if valid else "")
+        self.request_prediction(self._valid_draft())
 
-    def _draft_is_new(self, text: str) -> bool:
+    def _valid_draft(self) -> str:
+        """The text being typed if it would be a new class, else "" (a known phrase is no preview)."""
         known = {p.casefold() for c in self.project.classes for p in c.phrases}
-        return not any(p.strip().casefold() in known for p in text.split(";") if p.strip())
+        new = not any(p.strip().casefold() in known for p in self.draft.split(";") if p.strip())
+        return self.draft if self.draft and new else ""
 
     def _on_classes_changed(self, *_) -> None:
         self.project.save_meta()

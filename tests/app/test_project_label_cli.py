@@ -7,21 +7,13 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from chimera_app.label_cli import main
 from chimera_app.project import ImageState, Project, Provenance, Region
 from engine import load_image, load_segmenter
 from engine.formats.coco import validate_coco
-from engine.models import build_model, save_model
 
 H, W = 48, 64
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(3)
-    return str(save_model(build_model("clip:chimera-tiny/random"), tmp_path_factory.mktemp("m") / "tiny.safetensors"))
 
 
 @pytest.fixture
@@ -44,7 +36,7 @@ def run(*argv):
     return code, err.getvalue()
 
 
-def test_prelabel_into_a_project_keeps_human_work(root, model_path, tmp_path):
+def test_prelabel_into_a_project_keeps_human_work(root, tiny_checkpoint, tmp_path):
     with Project.open(root) as project:
         project.classes.add("red disc")
         doc = project.load_document("verified.png")
@@ -56,14 +48,14 @@ def test_prelabel_into_a_project_keeps_human_work(root, model_path, tmp_path):
         doc.state = ImageState.PREDICTED
         project.save_document("a.png", doc)
 
-    code, err = run("--project", root, "--classes", "red disc, green; grass", "--model", model_path,
+    code, err = run("--project", root, "--classes", "red disc, green; grass", "--model", tiny_checkpoint,
                     "--device", "cpu", "--quiet", "--min-confidence", "0.4", "--out", tmp_path / "c.json")
     assert code == 0, err
     assert "labelled 2 images, 1 left as they were" in err and "skipped corrupt.jpg" in err
 
-    seg = load_segmenter(model_path, device="cpu")
+    seg = load_segmenter(tiny_checkpoint, device="cpu")
     with Project.open(root) as project:
-        assert [c.prompt for c in project.classes] == ["red disc", "green; grass"] and project.model == model_path
+        assert [c.prompt for c in project.classes] == ["red disc", "green; grass"] and project.model == tiny_checkpoint
         for rel in ("a.png", "nested/b.png"):
             doc = project.load_document(rel)
             seg.set_image(load_image(root / rel))
@@ -82,21 +74,21 @@ def test_prelabel_into_a_project_keeps_human_work(root, model_path, tmp_path):
     assert validate_coco(data, expected_classes=["red disc", "green"]) == []
     assert [i["file_name"] for i in data["images"]] == ["a.png", "nested/b.png", "verified.png"]
 
-    code, err = run("--project", root, "--model", model_path, "--device", "cpu", "--quiet", "--skip-predicted")
+    code, err = run("--project", root, "--model", tiny_checkpoint, "--device", "cpu", "--quiet", "--skip-predicted")
     # resume: only the corrupt image is left, and it fails again: nothing could be written
     assert code == 1 and "labelled 0 images, 3 left as they were (human-verified or predicted), 1 failed" in err
     (root / "corrupt.jpg").unlink()
-    code, err = run("--project", root, "--model", model_path, "--quiet", "--skip-predicted")
+    code, err = run("--project", root, "--model", tiny_checkpoint, "--quiet", "--skip-predicted")
     assert code == 0 and "labelled 0 images, 3 left as they were" in err and "tiny" not in err  # no model loaded
 
 
-def test_project_errors_are_reported(root, model_path):
-    code, err = run("--project", root, "--model", model_path, "--quiet")
+def test_project_errors_are_reported(root, tiny_checkpoint):
+    code, err = run("--project", root, "--model", tiny_checkpoint, "--quiet")
     assert code == 1 and "no classes" in err
     with Project.open(root):
-        code, err = run("--project", root, "--classes", "x", "--model", model_path, "--quiet")
+        code, err = run("--project", root, "--classes", "x", "--model", tiny_checkpoint, "--quiet")
     assert code == 1 and "already open" in err
-    code, err = run("--project", root, "--classes", "x", "--background", "X", "--model", model_path)
+    code, err = run("--project", root, "--classes", "x", "--background", "X", "--model", tiny_checkpoint)
     assert code == 1 and "'X'" in err
     with Project.open(root) as project:
         assert len(project.classes) == 0  # a refused class list changed nothing

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -18,15 +17,8 @@ from engine.formats.coco import validate_coco
 from engine.formats.png_masks import read_index_png
 from chimera_app.label_cli import main, split_class_list
 from engine import load_image, load_segmenter
-from engine.models import build_model, save_model
 
 CLASSES = "red disc,green; grass,blue sky"
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(11)
-    return str(save_model(build_model("clip:chimera-tiny/random"), tmp_path_factory.mktemp("m") / "tiny.safetensors"))
 
 
 @pytest.fixture
@@ -56,9 +48,9 @@ def test_split_class_list():
     assert split_class_list(" road, car;automobile ,,tree ") == ["road", "car;automobile", "tree"]
 
 
-def test_prelabel_folder_to_coco_and_png(tmp_path, image_dir, model_path):
+def test_prelabel_folder_to_coco_and_png(tmp_path, image_dir, tiny_checkpoint):
     out, masks = tmp_path / "coco.json", tmp_path / "masks"
-    code, err = _run(image_dir, "--classes", CLASSES, "--model", model_path, "--out", out,
+    code, err = _run(image_dir, "--classes", CLASSES, "--model", tiny_checkpoint, "--out", out,
                      "--png-dir", masks, "--quiet", "--device", "cpu")
     assert code == 0, err
     assert "skipped corrupt.jpg" in err and "3 images" in err
@@ -73,7 +65,7 @@ def test_prelabel_folder_to_coco_and_png(tmp_path, image_dir, model_path):
     rotated = next(i for i in data["images"] if i["file_name"] == "rotated.jpg")
     assert (rotated["width"], rotated["height"]) == (40, 80)  # after EXIF rotation
 
-    seg = load_segmenter(model_path, device="cpu", precision="auto")
+    seg = load_segmenter(tiny_checkpoint, device="cpu", precision="auto")
     for img in data["images"]:
         png = read_index_png((masks / img["file_name"]).with_suffix(".png"))
         assert png.shape == (img["height"], img["width"])
@@ -96,9 +88,9 @@ def test_prelabel_folder_to_coco_and_png(tmp_path, image_dir, model_path):
     assert json.loads((masks / "classes.json").read_text())["classes"][1]["name"] == "green"
 
 
-def test_min_confidence_leaves_pixels_without_annotation(tmp_path, image_dir, model_path):
+def test_min_confidence_leaves_pixels_without_annotation(tmp_path, image_dir, tiny_checkpoint):
     out = tmp_path / "coco.json"
-    code, err = _run(image_dir, "--classes", CLASSES, "--model", model_path, "--out", out,
+    code, err = _run(image_dir, "--classes", CLASSES, "--model", tiny_checkpoint, "--out", out,
                      "--min-confidence", "0.6", "--quiet", "--device", "cpu")
     assert code == 0, err
     data = json.loads(out.read_text())
@@ -108,8 +100,8 @@ def test_min_confidence_leaves_pixels_without_annotation(tmp_path, image_dir, mo
 
 
 @pytest.mark.parametrize("classes, message", [("road,,Road", "classes 1 and 2"), (" , ", "empty")])
-def test_bad_class_names_fail_before_any_work(tmp_path, image_dir, model_path, classes, message):
-    code, err = _run(image_dir, "--classes", classes, "--model", model_path, "--out", tmp_path / "c.json")
+def test_bad_class_names_fail_before_any_work(tmp_path, image_dir, tiny_checkpoint, classes, message):
+    code, err = _run(image_dir, "--classes", classes, "--model", tiny_checkpoint, "--out", tmp_path / "c.json")
     assert code != 0 and not (tmp_path / "c.json").exists()
     assert message in err or "required" in err
 
@@ -125,16 +117,16 @@ def test_bad_model_and_empty_folder_are_reported(tmp_path, image_dir):
     assert code == 1 and "offline" in err
 
 
-def test_png_name_collisions_are_refused(tmp_path, image_dir, model_path):
+def test_png_name_collisions_are_refused(tmp_path, image_dir, tiny_checkpoint):
     Image.new("RGB", (20, 20)).save(image_dir / "a.jpg")  # a.png exists: both would write a.png
-    code, err = _run(image_dir, "--classes", "x", "--model", model_path, "--out", tmp_path / "c.json",
+    code, err = _run(image_dir, "--classes", "x", "--model", tiny_checkpoint, "--out", tmp_path / "c.json",
                      "--png-dir", tmp_path / "m")
     assert code == 1 and "a.jpg" in err and "a.png" in err
 
 
-def test_torchrun_two_processes_merge_into_the_same_file(tmp_path, image_dir, model_path):
+def test_torchrun_two_processes_merge_into_the_same_file(tmp_path, image_dir, tiny_checkpoint):
     single, double = tmp_path / "one.json", tmp_path / "two.json"
-    args = [str(image_dir), "--classes", CLASSES, "--model", model_path, "--quiet", "--device", "cpu"]
+    args = [str(image_dir), "--classes", CLASSES, "--model", tiny_checkpoint, "--quiet", "--device", "cpu"]
     assert _run(*args, "--out", single)[0] == 0
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
