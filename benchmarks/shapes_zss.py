@@ -81,7 +81,12 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--clip", default=None, help="CLIP spec (default: the bundled shapes CLIP)")
     p.add_argument("--rows", nargs="*", default=None, help="subset of row names")
+    p.add_argument("--train-images", type=int, default=None, help="training images (default 2000, quick 400)")
+    p.add_argument("--val-images", type=int, default=None, help="evaluation images (default 200, quick 60)")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.rows or ()) - set(ROWS))
+    if unknown:
+        p.error(f"unknown rows {unknown}; rows are {list(ROWS)}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     iterations = args.iterations or (150 if args.quick else 600)
@@ -90,8 +95,10 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         data_root = Path(tmp) / "shapes"
-        write_dataset(data_root / "train", 400 if args.quick else 2000, seed=TRAIN_SEED_OFFSET, size=SIZE)
-        write_dataset(data_root / "val", 60 if args.quick else 200, seed=TRAIN_SEED_OFFSET + 1, size=SIZE)
+        train_images = args.train_images or (400 if args.quick else 2000)
+        write_dataset(data_root / "train", train_images, seed=TRAIN_SEED_OFFSET, size=SIZE)
+        write_dataset(data_root / "val", args.val_images or (60 if args.quick else 200),
+                      seed=TRAIN_SEED_OFFSET + 1, size=SIZE)
         results = {}
         for name, overrides in rows.items():
             runs = [run_row(name, overrides, data_root, clip, s, iterations, Path(tmp))
@@ -103,8 +110,8 @@ def main(argv=None) -> int:
               "best_hIoU_row": max(results, key=lambda k: results[k]["hIoU"]["mean"])}
     print(json.dumps(report, indent=1))
     print(markdown(results))
-    return 0
+    return report
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -101,8 +101,9 @@ def cmd_shapes_data(args) -> int:
 def cmd_shapes_clip(args) -> int:
     from trainer.clip_pretrain import pretrain
 
-    report = pretrain(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                      eval_every=args.eval_every, matched_positives=args.matched_positives, log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
+    report = pretrain(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      scenes=args.scenes, eval_every=args.eval_every, matched_positives=args.matched_positives,
+                      log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
     print(json.dumps(report, indent=1))
     return 0 if report["accuracy"] >= 0.9 else 3
 
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--steps", type=int, default=6000)
     c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW, cosine decay)")
+    c.add_argument("--scenes", type=int, default=50_000, help="pre-rendered scenes the pairs are drawn from")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--eval-every", type=int, default=500, help="zero-shot accuracy every N steps (0 = end only)")
     c.add_argument("--matched-positives", action="store_true",

@@ -7,7 +7,7 @@ import torch
 
 from engine import load_segmenter
 from engine.checkpoints import read_metadata
-from trainer.clip_pretrain import CaptionedShapes, caption_matches, contrastive_loss, pretrain, report_path
+from trainer.clip_pretrain import SceneBank, caption_matches, contrastive_loss, pretrain, report_path
 from trainer.shapes import SHAPE_CLASSES
 
 
@@ -46,19 +46,29 @@ def test_caption_matches_requires_the_same_shapes_and_true_colours():
     assert not m[2, 0] and not m[0, 2]  # a scene with one more shape never matches
 
 
-def test_captioned_pairs_cover_every_class():
+def test_scene_bank_batches_cover_every_class_and_repeat_per_step():
     import open_clip
 
-    data = CaptionedShapes(0, 64, 400, open_clip.get_tokenizer("ViT-B-16"), 32, (0.5,) * 3, (0.25,) * 3)
     tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    bank = SceneBank(0, 64, 400, tokenizer, 32, (0.5,) * 3, (0.25,) * 3, workers=1)
     ids = {c: tokenizer([c])[0][1].item() for c in SHAPE_CLASSES}
     seen = set()
-    for i in range(len(data)):
-        image, tokens, shown, said = data[i]
-        assert image.shape == (3, 64, 64) and tokens.shape == (32,)
-        assert (said <= shown).all() and shown.sum() >= 1
-        seen |= {c for c, t in ids.items() if t in tokens.tolist()}
+    for step in range(8):
+        images, tokens, shown, said = bank.batch(step, 64)
+        assert images.shape == (64, 3, 64, 64) and tokens.shape == (64, 32)
+        assert (said <= shown).all() and (shown.flatten(1).sum(1) >= 1).all()
+        seen |= {c for c, t in ids.items() if (tokens == t).any()}
     assert seen == set(SHAPE_CLASSES)  # unseen shapes' names are in the CLIP's captions too
+    again = bank.batch(3, 64)
+    assert torch.equal(again[0], bank.batch(3, 64)[0]) and torch.equal(again[1], bank.batch(3, 64)[1])
+    assert not torch.equal(again[0], bank.batch(4, 64)[0])
+    # Each image is a bank scene, as drawn or mirrored left-right, normalised.
+    pixels = torch.from_numpy(bank.images).permute(0, 3, 1, 2).float()
+    raw = again[0] * bank.std + bank.mean
+    for image in raw[:8]:
+        error = (pixels - image).abs().flatten(1).amax(1).min()
+        mirrored = (pixels.flip(-1) - image).abs().flatten(1).amax(1).min()
+        assert min(error, mirrored) < 1e-3
 
 
 def test_pretrain_writes_loadable_weights_and_report(tmp_path):
