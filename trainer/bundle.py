@@ -30,7 +30,7 @@ SIZE = 64  # shapes-world image side; the shapes CLIP's native input size
 TRAIN_SEED, VAL_SEED = 0, 1
 DEMO_SEED, DEMO_IMAGES, DEMO_SIZE = 7, 8, 256  # demo: a seed no training or test uses, drawn larger
 SCHEDULES = {  # full / quick (smoke test)
-    "clip_steps": (6000, 20), "train_images": (4000, 64), "val_images": (300, 16), "zss_iterations": (6000, 20),
+    "clip_steps": (12000, 20), "train_images": (4000, 64), "val_images": (300, 16), "zss_iterations": (8000, 20),
 }
 
 

@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("shapes-clip", help="pre-train the tiny shapes CLIP on image-caption pairs")
     c.add_argument("--out", required=True, type=Path)
-    c.add_argument("--steps", type=int, default=6000)
+    c.add_argument("--steps", type=int, default=12000)
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW, cosine decay)")
     c.add_argument("--scenes", type=int, default=50_000, help="pre-rendered scenes the pairs are drawn from")

@@ -118,7 +118,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "voc": {"iterations": 20000},
     "coco-stuff": {"iterations": 80000},
     "shapes": {"crop_size": 64, "resize_scale": (128, 64), "clip": "shapes-tiny/bundled:shapes-clip", "body": "shapes",
-               "pretrained_backbone": False, "iterations": 6000, "batch_size": 16, "lr": 1e-3, "head_lr_mult": 1.0,
+               "pretrained_backbone": False, "iterations": 8000, "batch_size": 16, "lr": 1e-3, "head_lr_mult": 1.0,
                "warmup_iterations": 100, "amp": "none", "eval_short_side": 128, "eval_window": 128,
                "eval_stride": 96, "checkpoint_every": 500, "workers": 2},
 }

@@ -13,9 +13,10 @@ from trainer.shapes import SHAPE_CLASSES, SPLIT, sample
 HELD_OUT_SEED = 424242  # never a training (0), validation (1), demo (7) or benchmark seed
 IMAGES = 60
 # Regression floors, not the target (hIoU >= 0.6, not met: README "Status"). The shipped model
-# measures hIoU 0.059 (seen 0.173, unseen 0.036) on these 60 images, the training-free shapes CLIP
-# 0.003: a model that broke (wrong weights, class order or preprocessing) falls below the floors.
-HIOU_FLOOR = 0.03
+# measures hIoU 0.132 (seen 0.273, unseen 0.087) on these 60 images, the training-free shapes CLIP
+# 0.059 (seen 0.050, unseen 0.070): a model that broke (wrong weights, class order or preprocessing)
+# falls below the floors.
+HIOU_FLOOR = 0.09
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,6 @@ def held_out_hiou(model: str) -> dict:
 
 def test_shapes_chimera_segments_seen_and_unseen_shapes_better_than_dense_clip():
     chimera, dense = held_out_hiou("shapes-chimera"), held_out_hiou("shapes-clip")
-    assert chimera["hIoU"] >= HIOU_FLOOR and chimera["mIoU_seen"] >= 0.10, chimera
-    assert chimera["mIoU_unseen"] >= 0.015, chimera  # it finds shapes it never saw a mask of
-    assert chimera["hIoU"] > 5 * dense["hIoU"], (chimera, dense)  # the paper's ordering, in miniature
+    assert chimera["hIoU"] >= HIOU_FLOOR and chimera["mIoU_seen"] >= 0.18, chimera
+    assert chimera["mIoU_unseen"] >= 0.05, chimera  # it finds shapes it never saw a mask of
+    assert chimera["hIoU"] > 1.5 * dense["hIoU"], (chimera, dense)  # the paper's ordering, in miniature
