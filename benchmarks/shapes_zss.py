@@ -74,7 +74,7 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 seed, short schedule, small data")
     p.add_argument("--seeds", type=int, nargs="*", default=None)

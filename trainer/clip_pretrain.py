@@ -56,9 +56,7 @@ class SceneBank:
     def __init__(self, seed: int, size: int, scenes: int, tokenizer, context: int, mean, std,
                  single_share: float = 0.5, color_p: float = 0.3, workers: int = 2):
         self.seed, self.color_p = seed, color_p
-        self.tokenizer, self.context = tokenizer, context
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self.tokenizer, self.context, self.mean, self.std = tokenizer, context, mean, std
         job = partial(_render_scene, seed=seed, size=size, single_share=single_share)
         if workers > 1 and scenes >= 256:
             with multiprocessing.get_context().Pool(workers) as pool:
@@ -85,7 +83,7 @@ class SceneBank:
         pixels = self.images[index]
         flip = rng.random(size) < 0.5
         pixels[flip] = pixels[flip, :, ::-1]
-        images = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - self.mean) / self.std
+        images = torch.stack([to_tensor(p, self.mean, self.std) for p in pixels])
         tokens, shown, said = [], [], []
         for i in index:
             # Colour is named in only ``color_p`` of the mentions: captions that name colours too
