@@ -22,7 +22,10 @@ Size guard: images above ``MAX_PIXELS`` are refused from their header, before an
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +36,16 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from engine.errors import ImageLoadError
+from engine.limits import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, ImageTooLargeError, check_image_size
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
     ".jp2", ".j2k", ".pbm", ".pgm", ".ppm", ".pnm",
 })
 
-MAX_PIXELS = 2**30  # ~1 gigapixel: OpenCV's own default limit (OPENCV_IO_MAX_IMAGE_PIXELS)
+MAX_PIXELS = MAX_IMAGE_PIXELS  # engine.limits says why 200 megapixels
+
+_log = logging.getLogger(__name__)
 
 _ORIENTATION_TAG = 0x0112
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
@@ -65,18 +71,32 @@ class _Header(NamedTuple):
     mode: str  # Pillow's mode, e.g. "RGB", "LA", "I;16"
 
 
-def find_images(root: str | os.PathLike[str]) -> list[Path]:
+class ImageList(list):
+    """The images found by ``find_images`` (a list of Paths), plus ``skipped``: one message per
+    entry that was passed over (a broken or looping link, an unreadable folder)."""
+
+    def __init__(self, paths=(), skipped=()):
+        super().__init__(paths)
+        self.skipped: list[str] = list(skipped)
+
+
+def find_images(root: str | os.PathLike[str]) -> ImageList:
     """All image files under ``root`` (recursive), sorted by their relative POSIX path.
 
     Suffixes match case-insensitively. Hidden files and folders (name starting with '.', e.g. a
     ``.chimera`` project folder) are skipped. Symlinked folders are followed, but each real folder
-    is visited once, so link loops end. Unreadable sub-folders are skipped, not fatal.
+    is visited once, so link loops end. What cannot be followed or listed — a link that points
+    nowhere or to itself, a folder without read permission — does not stop the walk: it is named
+    in the result's ``skipped`` and logged as a warning, never dropped in silence.
     """
     root = Path(root)
-    if not root.is_dir():
-        reason = "not a folder" if root.exists() else "no such folder"
-        raise ImageLoadError(f"cannot list images in '{root}': {reason}")
-    found: list[Path] = []
+    try:
+        if not root.is_dir():
+            reason = "not a folder" if root.exists() or root.is_symlink() else "no such folder"
+            raise ImageLoadError(f"cannot list images in '{root}': {reason}")
+    except OSError as exc:  # e.g. ELOOP: the folder is a link to itself
+        raise ImageLoadError(f"cannot list images in '{root}': {exc.strerror or exc}") from exc
+    found = ImageList()
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -86,19 +106,51 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
             if (info.st_dev, info.st_ino) in seen:
                 continue
             seen.add((info.st_dev, info.st_ino))
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as listing:
+                entries = list(listing)
         except OSError as exc:
             if folder == root:
-                raise ImageLoadError(f"cannot list images in '{root}': {exc.strerror}") from exc
+                raise ImageLoadError(f"cannot list images in '{root}': {exc.strerror or exc}") from exc
+            found.skipped.append(f"{folder}: folder not read ({exc.strerror or exc})")
             continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
+            kind = _entry_kind(entry)
+            if kind == "dir":
                 stack.append(Path(entry.path))
-            elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+            elif kind == "file" and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
                 found.append(Path(entry.path))
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+            elif kind.startswith("skip:"):
+                found.skipped.append(f"{entry.path}: {kind[5:]}")
+    found.sort(key=lambda p: p.relative_to(root).as_posix())
+    for message in found.skipped:
+        _log.warning("skipped %s", message)
+    return found
+
+
+def _entry_kind(entry: os.DirEntry) -> str:
+    """"dir", "file", "other" (a socket, a pipe: not ours to read), or "skip:<reason>" for a link
+    that cannot be followed."""
+    try:
+        if entry.is_dir():
+            return "dir"
+        if entry.is_file():
+            return "file"
+        if not entry.is_symlink():
+            return "other"
+        os.stat(entry.path)  # a link to a pipe or socket stats fine: "other"
+        return "other"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "skip:symbolic link loop (the link points back to itself)"
+        if exc.errno == errno.ENOENT:
+            try:
+                target = os.readlink(entry.path)
+            except OSError:
+                target = "?"
+            return f"skip:broken symbolic link (points to '{target}', which does not exist)"
+        return f"skip:cannot be read ({exc.strerror or exc})"
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -108,12 +160,13 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     Raises ImageLoadError for a missing, empty, corrupt, unsupported or too large file.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    header = _read_header(path)
+    _check_exists(path)
+    header = _read_header(path)  # the declared size is checked before a byte of pixels is read
     if header is not None:
         _check_size(path, header.width, header.height)
         if header.format == "TIFF" and (header.orientation != 1 or header.mode in _ALPHA_MODES):
             return _load_with_pillow(path)
+    data = _read_bytes(path)
     try:
         decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # None if it cannot decode the bytes
     except cv2.error:
@@ -171,15 +224,23 @@ def _fail(path: Path, reason: str) -> ImageLoadError:
 
 
 def _check_exists(path: Path) -> None:
-    if path.is_dir():
+    """A regular file of a size we read: a pipe or a device would block or never end."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        reason = "no such file" if exc.errno == errno.ENOENT else (exc.strerror or str(exc))
+        raise _fail(path, reason) from exc
+    if stat.S_ISDIR(info.st_mode):
         raise _fail(path, "is a directory")
-    if not path.exists():
-        raise _fail(path, "no such file")
+    if not stat.S_ISREG(info.st_mode):
+        raise _fail(path, "not a regular file (a pipe, socket or device)")
+    if info.st_size > MAX_IMAGE_FILE_BYTES:
+        raise ImageTooLargeError(f"cannot read '{path}': the file is {info.st_size / 2**30:.1f} GiB, more than "
+                                 f"the limit of {MAX_IMAGE_FILE_BYTES / 2**30:.0f} GiB for one image")
 
 
 def _read_bytes(path: Path) -> np.ndarray:
     """The whole file as a 1-D uint8 array; ImageLoadError if missing, unreadable or empty."""
-    _check_exists(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -190,9 +251,7 @@ def _read_bytes(path: Path) -> np.ndarray:
 
 
 def _check_size(path: Path, width: int, height: int) -> None:
-    if width * height > MAX_PIXELS:
-        raise _fail(path, f"image is too large ({width}x{height} = {width * height / 1e6:.4g} "
-                          f"megapixels, limit {MAX_PIXELS / 1e6:.4g})")
+    check_image_size(width, height, f"cannot read '{path}'", max_pixels=MAX_PIXELS, error=ImageTooLargeError)
 
 
 @contextlib.contextmanager
