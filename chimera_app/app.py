@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from engine.clip_loading import bundled_model_path
+from engine.class_names import split_class_list
 from engine.errors import ModelNameError
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -26,6 +26,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def demo_model() -> str:
+    from engine.clip_loading import bundled_model_path  # here: it imports torch, which --help must not wait for
+
     try:
         bundled_model_path("shapes-chimera")
     except ModelNameError:
@@ -51,10 +53,6 @@ def create_demo_folder(target: Path) -> Path:
         if not (target / image.name).exists():
             shutil.copy2(image, target / image.name)
     return target
-
-
-def split_class_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:

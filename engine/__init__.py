@@ -4,15 +4,47 @@
     seg = load_segmenter("clip:ViT-B-16/openai", device="auto")
     seg.set_image(load_image("photo.jpg"))
     out = seg.segment(["road", "car; automobile", "tree"])
+
+Importing ``engine`` (or ``engine.errors``, ``engine.class_names``, ``engine.model_names``) is cheap:
+torch, open_clip and OpenCV are imported when a name that needs them is first used (PEP 562), so
+the project store, ``chimera-app --help`` and argument errors answer at once.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from engine.errors import (CheckpointError, ChimeraError, ClassNameError, ImageLoadError, ModelNameError,
                            WeightsNotFoundError)
-from engine.images import find_images, load_image
-from engine.segmenter import ImageFeatures, Segmentation, Segmenter, load_segmenter
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__
+    from engine.images import find_images, load_image
+    from engine.segmenter import ImageFeatures, Segmentation, Segmenter, load_segmenter
+
+_LAZY = {  # public name -> the module that defines it (imported on first use)
+    "find_images": "engine.images",
+    "load_image": "engine.images",
+    "ImageFeatures": "engine.segmenter",
+    "Segmentation": "engine.segmenter",
+    "Segmenter": "engine.segmenter",
+    "load_segmenter": "engine.segmenter",
+}
 
 __all__ = [
     "CheckpointError", "ChimeraError", "ClassNameError", "ImageLoadError", "ModelNameError",
-    "WeightsNotFoundError", "find_images", "load_image", "ImageFeatures", "Segmentation", "Segmenter",
-    "load_segmenter",
+    "WeightsNotFoundError", *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -16,7 +16,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from engine.errors import ClassNameError
+from engine import class_names
 
 DEFAULT_TEMPLATES = "zegclip15"
 
@@ -39,34 +39,14 @@ def load_templates(name_or_list: str | Sequence[str]) -> list[str]:
 
 
 def split_phrases(class_name: str) -> list[str]:
-    """``"car; automobile"`` → ``["car", "automobile"]`` (whitespace folded, empty parts dropped)."""
-    return [" ".join(p.split()) for p in class_name.split(";") if p.strip()]
+    """``"car; automobile"`` → ``["car", "automobile"]``: the grammar of ``engine.class_names``."""
+    return class_names.split_phrases(class_name)
 
 
 def parse_classes(classes: Sequence[str]) -> list[list[str]]:
-    """Validate a class list and split each class into phrases.
-
-    Raises ClassNameError for an empty list, a class with no text, or a phrase used by two classes
-    (case-insensitive): two classes with the same phrase could never be told apart.
-    """
-    if isinstance(classes, str):
-        raise TypeError("classes must be a sequence of names, not one string")
-    if not classes:
-        raise ClassNameError("the class list is empty: type at least one class name")
-    parsed, owner = [], {}
-    for i, name in enumerate(classes):
-        phrases = split_phrases(str(name))
-        if not phrases:
-            raise ClassNameError(f"class {i + 1} has an empty name")
-        for phrase in phrases:
-            key = phrase.casefold()
-            if key in owner:
-                other = owner[key]
-                where = "twice in the same class" if other == i else f"by classes {other + 1} and {i + 1}"
-                raise ClassNameError(f"the phrase {phrase!r} is used {where}")
-            owner[key] = i
-        parsed.append(phrases)
-    return parsed
+    """Validate a class list and split each class into phrases (``engine.class_names.parse_classes``:
+    ClassNameError for an empty list, an empty class, or a phrase used twice)."""
+    return class_names.parse_classes(classes)
 
 
 class TextEncoder:

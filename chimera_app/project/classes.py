@@ -1,7 +1,8 @@
 """The project's class list: ordered classes with stable ids, phrases and colours. Qt-free.
 
 A class is typed as one or more phrases separated by ``;`` ("car; automobile"); the first phrase is
-its display name and all of them are averaged as prompts by the engine. Ids are stable: a label map
+its display name and all of them are averaged as prompts by the engine. What a typed name means is
+``engine.class_names``'s rule, the engine's own, so the list never accepts what the engine refuses. Ids are stable: a label map
 stores ids, so an id is never given to another class, even after its class was deleted (the list
 keeps ``next_id``). Colours are ``engine.formats.palette.class_color(id)`` unless the user picked one.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from engine.class_names import parse_class, phrase_key
 from engine.errors import ClassNameError
 from engine.formats.palette import class_color
 
@@ -34,12 +36,6 @@ class LabelClass:
 
     def to_json(self) -> dict:
         return {"id": self.id, "phrases": list(self.phrases), "color": list(self.color), "hidden": self.hidden}
-
-
-def split_phrases(text: str) -> list[str]:
-    """``"car; automobile"`` -> ``["car", "automobile"]``: engine.text.split_phrases's rule (a test
-    keeps them equal), repeated here because engine.text imports torch and this package must not."""
-    return [" ".join(p.split()) for p in text.split(";") if p.strip()]
 
 
 def _check_color(rgb) -> tuple[int, int, int]:
@@ -89,12 +85,19 @@ class ClassList:
 
     def find(self, text: str) -> LabelClass | None:
         """The class whose name, or else any of whose phrases, equals ``text`` (case-insensitive)."""
-        key = " ".join(text.split()).casefold()
-        for match in (lambda c: c.name.casefold() == key, lambda c: key in {p.casefold() for p in c.phrases}):
+        key = phrase_key(text)
+        for match in (lambda c: phrase_key(c.name) == key, lambda c: key in {phrase_key(p) for p in c.phrases}):
             found = next((c for c in self._classes if match(c)), None)
             if found is not None:
                 return found
         return None
+
+    def check(self, text: str, exclude: int | None = None) -> list[str]:
+        """The phrases ``text`` would have as a new class (or as the new name of class ``exclude``);
+        ClassNameError (its message meant to be shown) when it has none, repeats one, or shares one
+        with another class. Changes nothing: the class panel checks a draft with it as it is typed."""
+        used = {phrase_key(p): f"the class {c.name!r}" for c in self._classes if c.id != exclude for p in c.phrases}
+        return parse_class(str(text), used)
 
     # -- changing -------------------------------------------------------------------------------
     def add(self, text: str) -> LabelClass:
@@ -103,7 +106,7 @@ class ClassList:
         Raises ClassNameError for an empty name, a phrase repeated in ``text`` or one that another
         class already has (case-insensitive: such classes could never be told apart).
         """
-        phrases = self._validate(text, exclude=None)
+        phrases = self.check(text, exclude=None)
         if self.next_id > MAX_CLASS_ID:
             raise ClassNameError(f"a project holds at most {MAX_CLASS_ID} classes over its lifetime")
         new = LabelClass(self.next_id, phrases[0], phrases, class_color(self.next_id))
@@ -115,7 +118,7 @@ class ClassList:
     def rename(self, class_id: int, text: str) -> LabelClass:
         """New phrases for a class (same validation as add); its id and colour stay."""
         target = self.by_id(class_id)
-        phrases = self._validate(text, exclude=class_id)
+        phrases = self.check(text, exclude=class_id)
         target.phrases, target.name = phrases, phrases[0]
         self._notify()
         return target
@@ -154,7 +157,7 @@ class ClassList:
             class_id = int(item["id"])
             if not 1 <= class_id < result.next_id or class_id in result:
                 raise ValueError(f"class id {class_id} is repeated or not below next_class_id {result.next_id}")
-            phrases = result._validate("; ".join(item["phrases"]), exclude=None)
+            phrases = result.check("; ".join(item["phrases"]), exclude=None)
             color = _check_color(item.get("color", class_color(class_id)))
             result._classes.append(LabelClass(class_id, phrases[0], phrases, color, bool(item.get("hidden", False))))
         return result
@@ -164,22 +167,6 @@ class ClassList:
         return ClassList.from_json(self.to_json())
 
     # -- inside ---------------------------------------------------------------------------------
-    def _validate(self, text: str, exclude: int | None) -> list[str]:
-        phrases = split_phrases(str(text))
-        if not phrases:
-            raise ClassNameError("a class needs a name: type at least one letter")
-        keys = [p.casefold() for p in phrases]
-        repeated = next((p for p, k in zip(phrases, keys) if keys.count(k) > 1), None)
-        if repeated is not None:
-            raise ClassNameError(f"the phrase {repeated!r} is typed twice")
-        for other in self._classes:
-            if other.id == exclude:
-                continue
-            clash = next((p for p in phrases if p.casefold() in {q.casefold() for q in other.phrases}), None)
-            if clash is not None:
-                raise ClassNameError(f"the phrase {clash!r} is already used by the class {other.name!r}")
-        return phrases
-
     def _notify(self) -> None:
         for callback in list(self.changed):
             callback()
