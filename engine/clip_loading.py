@@ -191,7 +191,12 @@ def fetch_weights(spec: ClipSpec, progress: ProgressCallback | None = None,
 
 def create_clip(spec: ClipSpec, progress: ProgressCallback | None = None,
                 offline: bool | None = None) -> open_clip.CLIP:
-    """Build the CLIP of ``spec`` in eval mode on the CPU with fp32 weights."""
+    """Build the CLIP of ``spec`` in eval mode on the CPU with fp32 weights.
+
+    Weights files are read by us, never handed to a loader that might unpickle: ``.safetensors``
+    as tensors only, ``.bin/.pt/.pth`` with ``torch.load(weights_only=True)`` and no fallback.
+    A file that is not what its name says is a WeightsNotFoundError.
+    """
     cfg = model_config(spec.arch)
     if spec.weights == RANDOM:
         with _quiet_open_clip():  # it logs a warning for random weights, which here are intended
@@ -202,38 +207,107 @@ def create_clip(spec: ClipSpec, progress: ProgressCallback | None = None,
         path = fetch_weights(spec, progress, offline)
         quick_gelu = False if spec.is_file else bool(
             open_clip.get_pretrained_cfg(spec.arch, spec.weights).get("quick_gelu", False))
+        state_dict = read_weights_file(path)
         try:
-            model = open_clip.create_model(spec.arch, pretrained=str(path),
-                                           force_quick_gelu=quick_gelu or cfg.get("quick_gelu", False))
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            with _quiet_open_clip():
+                model = open_clip.create_model(spec.arch, pretrained=None,
+                                               force_quick_gelu=quick_gelu or cfg.get("quick_gelu", False))
+            _load_open_clip_state(model, state_dict)
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
             raise WeightsNotFoundError(f"cannot load CLIP weights {path} into {spec.arch}: {exc}") from exc
     return model.eval()
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file; WeightsNotFoundError for anything that is not one."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: all mean "not weights"
+            raise WeightsNotFoundError(f"{path} is not a readable .safetensors weights file ({exc})") from exc
+    try:
+        # weights_only: tensors and plain containers, never arbitrary objects; no unsafe retry.
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
+        raise WeightsNotFoundError(f"{path} is not a readable weights file, or holds more than tensors "
+                                   f"(Chimera loads only tensors from it): {exc}") from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not loaded or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
+        raise WeightsNotFoundError(f"{path} does not hold a CLIP state dict (a mapping of names to tensors)")
+    if next(iter(loaded)).startswith("module."):  # saved from DistributedDataParallel
+        loaded = {k[7:]: v for k, v in loaded.items()}
+    return loaded
+
+
+def _load_open_clip_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """open_clip's own conversions of a loaded state dict (as its load_checkpoint does), then a strict load."""
+    from open_clip import factory
+
+    state_dict = factory.convert_state_dict(model, state_dict)
+    if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
+        state_dict = factory.convert_to_custom_text_state_dict(state_dict)
+    for key in ("logit_scale", "logit_bias"):
+        own = getattr(model, key, None)
+        if key in state_dict and own is not None and own.ndim != state_dict[key].ndim:
+            state_dict[key] = state_dict[key].reshape(own.shape)
+    if "logit_bias" not in state_dict and getattr(model, "logit_bias", None) is not None:
+        state_dict["logit_bias"] = torch.zeros_like(state_dict["logit_scale"])
+    state_dict.pop("text.transformer.embeddings.position_ids", None)
+    factory.resize_pos_embed(state_dict, model)
+    factory.resize_text_pos_embed(state_dict, model)
+    model.load_state_dict(state_dict, strict=True)
 
 
 def _is_chimera_checkpoint(path: Path) -> bool:
     if path.suffix != ".safetensors":
         return False
-    from engine.checkpoints import read_metadata
-    from engine.errors import CheckpointError
+    from engine.checkpoints import is_checkpoint
 
-    try:
-        read_metadata(path)
-        return True
-    except CheckpointError:
-        return False
+    return is_checkpoint(path)
 
 
 def _clip_from_checkpoint(path: Path) -> open_clip.CLIP:
     """The CLIP embedded in a Chimera checkpoint (e.g. the bundled shapes-clip)."""
-    from engine.checkpoints import load_state, read_checkpoint
+    from engine.checkpoints import read_checkpoint
     from engine.errors import CheckpointError
 
     tensors, meta = read_checkpoint(path)
-    if not meta.get("clip", {}).get("embedded"):
+    clip_meta = meta.get("clip")
+    if not isinstance(clip_meta, dict) or clip_meta.get("embedded") is not True:
         raise CheckpointError(f"{path} does not embed its CLIP weights")
-    model = clip_from_config(meta["clip"]["model_cfg"])
-    load_state(model, {k[5:]: v for k, v in tensors.items() if k.startswith("clip.")}, path)
+    return clip_from_stored(clip_meta.get("model_cfg"), {k[5:]: v for k, v in tensors.items()
+                                                          if k.startswith("clip.")}, path)
+
+
+def clip_from_stored(model_cfg: dict, tensors: dict[str, torch.Tensor], path) -> open_clip.CLIP:
+    """The CLIP a checkpoint stores: its config validated, checked against ``tensors`` on the meta
+    device (nothing allocated), then built and loaded. CheckpointError when any step fails."""
+    from engine.checkpoint_schema import validate_clip_config
+    from engine.checkpoints import build_to_fit, load_state
+
+    validate_clip_config(model_cfg, path)
+    shape_only = _meta_buildable(model_cfg)
+    build_to_fit(shape_only, tensors, path)  # the real build below is open_clip's own factory
+    model = clip_from_config(model_cfg)
+    load_state(model, tensors, path)
     return model.eval()
+
+
+def _meta_buildable(model_cfg: dict) -> Callable[[], torch.nn.Module]:
+    """A builder of the CLIP class a config describes (open_clip's factory also moves it to a
+    device, which the meta device refuses); parameter names and shapes are the factory's."""
+    def build() -> torch.nn.Module:
+        cfg = json.loads(json.dumps(model_cfg))
+        quick_gelu = bool(cfg.pop("quick_gelu", False))
+        model_class = open_clip.CustomTextCLIP if cfg.pop("custom_text", False) else open_clip.CLIP
+        with _quiet_open_clip():
+            return model_class(**cfg, quick_gelu=quick_gelu)
+    return build
 
 
 def clip_from_config(model_cfg: dict) -> open_clip.CLIP:
