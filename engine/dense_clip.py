@@ -1,8 +1,8 @@
-"""Training-free dense CLIP: per-patch features of a frozen CLIP image tower (the baseline model).
+"""Training-free dense CLIP: per-patch features of a frozen CLIP image tower.
 
-The patch tokens of the last block are projected with CLIP's own ``ln_post`` and ``proj``. By default
-the last block runs value-only (MaskCLIP): the patch tokens of a stock last block have been mixed by
-global attention and are poorly localised, while the value path keeps each token's own content.
+All blocks but the last run as CLIP runs them; the last block is replaced by a training-free method
+(``engine.last_block``: NACLIP by default, SCLIP, ClearCLIP, MaskCLIP). The patch tokens are then
+projected with CLIP's own ``ln_post`` and ``proj``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine import vit_ops
+from engine import last_block, vit_ops
 
 
 class DenseCLIP(nn.Module):
@@ -18,22 +18,23 @@ class DenseCLIP(nn.Module):
 
     Args:
         visual: an open_clip ``VisionTransformer`` (its weights are shared, not copied).
-        last_block: ``"value"`` (MaskCLIP, default) or ``"stock"`` (CLIP's own last block).
+        method: a name of ``engine.last_block.METHODS``.
     """
 
-    def __init__(self, visual: nn.Module, last_block: str = "value"):
+    def __init__(self, visual: nn.Module, method: str = "naclip"):
         super().__init__()
-        if last_block not in ("value", "stock"):
-            raise ValueError(f"last_block must be 'value' or 'stock', not {last_block!r}")
         self.visual = vit_ops.check_dense_capable(visual)
-        self.last_block = last_block
+        self.method = last_block.method(method).name
+        self._last_block = last_block.method(method).last_block
         self.output_stride = vit_ops.patch_size(visual)
         self.requires_grad_(False)
 
     def forward_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """All tokens (class token first) in CLIP space, ``B x (1+N) x C``, not normalised."""
+        blocks = self.visual.transformer.resblocks
         x, grid = vit_ops.embed_patches(self.visual, images)
-        x = vit_ops.run_blocks(self.visual.transformer.resblocks, x, self.last_block == "value")
+        x = vit_ops.run_blocks(blocks[:-1], x)
+        x = self._last_block(blocks[-1], x, grid)
         return vit_ops.project_tokens(self.visual.ln_post, self.visual.proj, x), grid
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

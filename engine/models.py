@@ -1,10 +1,12 @@
 """Model names → ready-to-run segmentation models, and saving/loading them as checkpoints.
 
-Names:
-- ``clip:<arch>/<tag|random|file>`` — training-free dense CLIP (``clip:ViT-B-16/openai``).
+Names are read by ``engine.model_names`` (the one parser):
+- ``clip:<arch>/<tag|random|file>[+method]`` — training-free dense CLIP (``clip:ViT-B-16/openai``,
+  NACLIP by default; ``+sclip``, ``+clearclip``, ``+maskclip``), with the method's own inference
+  settings (``engine.last_block.METHODS``).
 - ``chimera:<preset>/<arch>/<tag|random|file>`` — Chimera-Seg with an untrained body (for training
   and speed benchmarks), presets from ``engine.chimera.model.PRESETS``.
-- ``shapes-clip``, ``shapes-chimera`` — the bundled offline models in ``resources/models``.
+- ``shapes-clip[+method]``, ``shapes-chimera`` — the bundled offline models in ``resources/models``.
 - a path to a checkpoint written by ``save_model`` / ``chimera-train``.
 """
 
@@ -18,15 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine import checkpoints
+from engine import checkpoints, last_block
 from engine.chimera.model import ChimeraConfig, ChimeraSeg, preset
 from engine.clip_loading import (RANDOM, ClipSpec, ProgressCallback, bundled_model_path, clip_from_config,
                                  clip_preprocess, create_clip, model_config)
 from engine.dense_clip import DenseCLIP
 from engine.errors import CheckpointError, ModelNameError
+from engine.model_names import BUNDLED, ModelName, parse_model_name
 from engine.tiling import InferenceConfig
 
-BUNDLED = ("shapes-clip", "shapes-chimera")
 DENSE_CLIP, CHIMERA_SEG = "dense-clip", "chimera-seg"
 
 
@@ -79,15 +81,40 @@ def _clip_model_cfg(spec: ClipSpec, clip: nn.Module) -> dict:
     return cfg
 
 
+def _clip_logit_scale(clip: nn.Module) -> float:
+    return min(100.0, float(clip.logit_scale.detach().exp()))
+
+
+def method_settings(method: str, clip: nn.Module) -> dict[str, Any]:
+    """What a training-free method sets on a model: its inference windows, temperature, prompts."""
+    spec = last_block.method(method)
+    return dict(inference=InferenceConfig(short_side=spec.short_side, window=spec.window, stride=spec.stride),
+                logit_scale=spec.logit_scale or _clip_logit_scale(clip), templates=spec.templates)
+
+
 def dense_clip_model(spec: ClipSpec, progress: ProgressCallback | None = None,
-                     last_block: str = "value") -> SegmentationModel:
+                     method: str = "naclip") -> SegmentationModel:
     clip = create_clip(spec, progress)
     mean, std = clip_preprocess(clip)
     return SegmentationModel(
-        name=f"clip:{spec}", kind=DENSE_CLIP, encoder=DenseCLIP(clip.visual, last_block), clip=clip,
+        name=f"clip:{spec}+{method}", kind=DENSE_CLIP, encoder=DenseCLIP(clip.visual, method), clip=clip,
         clip_spec=spec, clip_model_cfg=_clip_model_cfg(spec, clip), mean=mean, std=std,
-        logit_scale=min(100.0, float(clip.logit_scale.detach().exp())), templates="zegclip15",
-        info={"last_block": last_block})
+        info={"method": method}, **method_settings(method, clip))
+
+
+def with_method(model: SegmentationModel, method: str, name: str | None = None) -> SegmentationModel:
+    """The same dense CLIP with another training-free method (and that method's settings)."""
+    if model.kind != DENSE_CLIP:
+        raise ModelNameError(f"{model.name}: only training-free dense CLIP models take a method")
+    return dataclasses.replace(model, name=name or model.name, encoder=DenseCLIP(model.clip.visual, method),
+                               info={**model.info, "method": method}, **method_settings(method, model.clip))
+
+
+def dense_method(info: dict) -> str:
+    """The method a dense-CLIP checkpoint records (files from before methods existed: MaskCLIP)."""
+    if isinstance(info.get("method"), str):
+        return info["method"]
+    return {"value": "maskclip", "stock": "stock"}.get(info.get("last_block", "value"), "maskclip")
 
 
 def chimera_model(cfg: ChimeraConfig, progress: ProgressCallback | None = None,
@@ -103,22 +130,18 @@ def chimera_model(cfg: ChimeraConfig, progress: ProgressCallback | None = None,
         templates=cfg.templates, seen_classes=list(cfg.seen_classes))
 
 
-def build_model(name: str, progress: ProgressCallback | None = None) -> SegmentationModel:
+def build_model(name: str | ModelName, progress: ProgressCallback | None = None) -> SegmentationModel:
     """Resolve any model name of this module's docstring."""
-    name = str(name).strip()
-    if name.startswith("clip:"):
-        return dense_clip_model(ClipSpec.parse(name[5:]), progress)
-    if name.startswith("chimera:"):
-        preset_name, sep, clip = name[8:].partition("/")
-        if not sep:
-            raise ModelNameError(f"{name!r}: expected chimera:<preset>/<clip arch>/<clip weights>")
-        return chimera_model(ChimeraConfig(body=preset(preset_name), clip=clip), progress, name=name)
-    if name in BUNDLED:
-        return load_model(bundled_model_path(name), name=name)
-    if os.path.exists(os.path.expanduser(name)) or name.endswith(".safetensors"):
-        return load_model(name, progress=progress)
-    raise ModelNameError(f"unknown model {name!r}: use {', '.join(BUNDLED)}, clip:<arch>/<tag>, "
-                         "chimera:<preset>/<arch>/<tag>, or a checkpoint path")
+    parsed = name if isinstance(name, ModelName) else parse_model_name(name)
+    if parsed.kind == "clip":
+        return dense_clip_model(ClipSpec(parsed.arch, parsed.weights), progress, parsed.method)
+    if parsed.kind == "chimera":
+        return chimera_model(ChimeraConfig(body=preset(parsed.preset), clip=parsed.clip), progress,
+                             name=str(parsed))
+    if parsed.kind == "bundled":
+        model = load_model(bundled_model_path(parsed.path), name=parsed.path)
+        return with_method(model, parsed.method, str(parsed)) if parsed.method else model
+    return load_model(parsed.path, progress=progress)
 
 
 def save_model(model: SegmentationModel, path: str | os.PathLike, embed_clip: bool | None = None,
@@ -156,21 +179,31 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, embed_clip: bo
 
 def load_model(path: str | os.PathLike, name: str | None = None,
                progress: ProgressCallback | None = None) -> SegmentationModel:
-    """Rebuild a model from a checkpoint with no other input (CheckpointError when it can't)."""
+    """Rebuild a model from a checkpoint with no other input (CheckpointError when it can't).
+
+    Every config field is validated first (engine.checkpoint_schema), and each module the config
+    declares is checked against the file's tensors on the meta device before it is allocated."""
+    from engine.checkpoint_schema import validate_model_meta
+    from engine.clip_loading import clip_from_stored
+
     tensors, meta = checkpoints.read_checkpoint(path)
+    validate_model_meta(meta, path)
     try:
         clip_meta, kind = meta["clip"], meta["kind"]
         spec = ClipSpec.parse(clip_meta["spec"])
         if clip_meta["embedded"]:
-            clip = clip_from_config(clip_meta["model_cfg"])
-            checkpoints.load_state(clip, _strip(tensors, "clip."), path)
+            clip = clip_from_stored(clip_meta["model_cfg"], _strip(tensors, "clip."), path)
         else:
             clip = create_clip(spec, progress)
         if kind == DENSE_CLIP:
-            encoder = DenseCLIP(clip.visual, meta.get("info", {}).get("last_block", "value"))
+            encoder = DenseCLIP(clip.visual, dense_method(meta.get("info", {})))
         elif kind == CHIMERA_SEG:
-            encoder = ChimeraSeg(ChimeraConfig.from_dict(meta["model"]), clip)
-            checkpoints.load_state(encoder, _strip(tensors, "model."), path)
+            # The body's weights are in this file: never let timm download or unpickle ImageNet ones.
+            stored = meta["model"]
+            cfg = ChimeraConfig.from_dict({**stored, "body": {**stored.get("body", {}), "pretrained_backbone": False}})
+            body = _strip(tensors, "model.")
+            encoder = checkpoints.build_to_fit(lambda: ChimeraSeg(cfg, clip), body, path)
+            checkpoints.load_state(encoder, body, path)
         else:
             raise CheckpointError(f"{path}: unknown model kind {kind!r}")
         return SegmentationModel(
@@ -179,7 +212,7 @@ def load_model(path: str | os.PathLike, name: str | None = None,
             logit_scale=float(meta["logit_scale"]), templates=meta["templates"],
             seen_classes=list(meta.get("seen_classes", [])),
             inference=InferenceConfig(**meta.get("inference", {})), info=meta.get("info", {}))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's config is incomplete or invalid ({exc!r})") from exc
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from engine import tiling
+from engine import precision, tiling
 from engine.clip_loading import ProgressCallback
 from engine.devices import DeviceChoice, choose
 from engine.models import SegmentationModel, build_model
@@ -79,11 +79,14 @@ class Segmenter:
         self.min_confidence = min_confidence
         self.calibration = calibration
         model.place(device.device, device.dtype)
-        if device.device.type == "cpu":
-            _attention_without_maps()
+        window = min(model.inference.window, model.inference.short_side)
+        settled = precision.settle(device, model.encoder, model.name, (self.batch_size, 3, window, window))
+        if settled.dtype != device.dtype:
+            model.place(settled.device, settled.dtype)
+        self.device = settled
         self.text = TextEncoder(model.clip, model.templates, tokenizer=_tokenizer(model.clip_spec.arch))
         # Previews while a class name is typed: one template instead of the ensemble (~15x cheaper).
-        self.quick_text = TextEncoder(model.clip, load_templates(model.templates)[:1], tokenizer=self.text.tokenizer)
+        self.quick_text = TextEncoder(model.clip, [_quick_template(model.templates)], tokenizer=self.text.tokenizer)
         self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
         self._current: str | None = None
         self.images_encoded = 0  # counts real encodes, so tests can prove the cache works
@@ -193,17 +196,10 @@ class Segmenter:
         return torch.cat([(self.text if self.text.has(c) else self.quick_text).encode([c]) for c in classes])
 
 
-def _attention_without_maps() -> None:
-    """Turn off ``nn.MultiheadAttention``'s inference "fast path" (process-wide) for CPU inference.
-
-    On a CPU that path materialises the ``heads x N x N`` attention maps of a window (12 x 1025² floats,
-    ~50 MB twice over, for a 512 px ViT-B/16 window); without it attention runs through
-    ``scaled_dot_product_attention``, which does not, and is faster: measured 1.89 → 1.59 s per 512 px
-    window and ~60 MB less peak memory per window, with the same features to ~1e-7.
-    """
-    mha = getattr(torch.backends, "mha", None)
-    if mha is not None and hasattr(mha, "set_fastpath_enabled"):
-        mha.set_fastpath_enabled(False)
+def _quick_template(templates) -> str:
+    """The one template a typing preview uses: CLIP's plain prompt when the ensemble has it."""
+    loaded = load_templates(templates)
+    return "a photo of a {}." if "a photo of a {}." in loaded else loaded[0]
 
 
 def _tokenizer(arch: str):
@@ -217,11 +213,16 @@ def _tokenizer(arch: str):
 
 
 def load_segmenter(name_or_path: str, device: str = "auto", precision: str = "auto",
-                   progress: ProgressCallback | None = None, **options) -> Segmenter:
+                   progress: ProgressCallback | None = None, inference: dict | None = None,
+                   **options) -> Segmenter:
     """Build the model named ``name_or_path`` (see ``engine.models``) on ``device``.
 
-    ``precision``: ``auto`` (bf16 on GPUs and on CPUs where it measures faster), ``fp32``, ``bf16``.
-    Other keyword options go to ``Segmenter``.
+    ``precision``: ``auto`` (see ``engine.devices``), ``fp32``, ``bf16`` or ``fp16``. ``inference``
+    overrides the model's own inference settings (``short_side``, ``window``, ``stride``; a
+    training-free method's defaults are its authors'). Other keyword options go to ``Segmenter``.
     """
     choice = choose(device, precision)
-    return Segmenter(build_model(name_or_path, progress), choice, **options)
+    model = build_model(name_or_path, progress)
+    if inference:
+        model.inference = dataclasses.replace(model.inference, **inference)
+    return Segmenter(model, choice, **options)

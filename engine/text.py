@@ -15,8 +15,9 @@ from importlib import resources
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock
 
-from engine import class_names
+from engine import class_names, vit_ops
 
 DEFAULT_TEMPLATES = "zegclip15"
 
@@ -104,14 +105,16 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     ``encode_text`` for towers that are not the standard causal CLIP one.
     """
     standard = (isinstance(model, open_clip.CLIP) and getattr(model, "text_pool_type", "argmax") == "argmax"
-                and model.attn_mask is not None)
+                and model.attn_mask is not None
+                and all(isinstance(b, ResidualAttentionBlock) for b in model.transformer.resblocks))
     if not standard:
         return model.encode_text(tokens)
     length = int((tokens != 0).sum(1).max())
     tokens = tokens[:, :length]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    # The engine's own block forward (contiguous B x L x W, fused causal attention): see vit_ops.
+    x = vit_ops.run_blocks(model.transformer.resblocks, x, causal=True)
     x = model.ln_final(x)
     x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
     proj = model.text_projection

@@ -68,24 +68,40 @@ def embed_patches(visual: VisionTransformer, images: torch.Tensor) -> tuple[torc
     return visual.ln_pre(x), grid
 
 
-def value_only_block(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
-    """Run ``block`` as if every token attended only to itself (MaskCLIP's last block).
+def split_heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalised tokens ``B x L x W`` → q, k, v, each ``B x H x L x d``, from one contiguous projection.
 
-    With an identity attention mask softmax puts all weight on the token itself, so attention reduces
-    to the value projection; computing that directly skips the N x N attention matrix.
+    ``nn.MultiheadAttention(batch_first=True)`` transposes its input to ``L x B x W`` before its
+    projections; on CPUs that batch-second layout is a slow path of ``F.linear`` (measured with torch
+    2.14.1: 2.1–2.4 s in bf16 and 155 ms in fp32 for a 2 x 1025 x 768 input, against 4.7 / 32 ms
+    on the contiguous tensor). Projecting ``B x L x W`` directly and viewing the heads avoids it.
     """
-    attn = block.attn
-    width = x.shape[-1]
-    v = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:])
-    x = x + block.ls_1(attn.out_proj(v))
+    b, length, width = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # B x L x 3W, contiguous
+    q, k, v = qkv.view(b, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v
+
+
+def merge_heads(attn: nn.MultiheadAttention, out: torch.Tensor) -> torch.Tensor:
+    """Per-head outputs ``B x H x L x d`` → ``B x L x W`` through the attention's output projection."""
+    b, heads, length, dim = out.shape
+    return attn.out_proj(out.transpose(1, 2).reshape(b, length, heads * dim))
+
+
+def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """One stock open_clip block on ``B x L x W`` tokens, equal to ``block(x)`` (or to the text
+    tower's causal call), with fused attention and no batch-second views at any batch size."""
+    q, k, v = split_heads(block.attn, block.ln_1(x))
+    attended = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    x = x + block.ls_1(merge_heads(block.attn, attended))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
-def run_blocks(blocks: nn.ModuleList | list, x: torch.Tensor, value_only_last: bool = False) -> torch.Tensor:
-    """Tokens ``B x L x W`` through ``blocks`` (batch-first); optionally the last one value-only."""
-    last = len(blocks) - 1
-    for i, block in enumerate(blocks):
-        x = value_only_block(block, x) if (value_only_last and i == last) else block(x)
+def run_blocks(blocks: nn.ModuleList | list, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """Tokens ``B x L x W`` through ``blocks`` with ``block_forward``."""
+    for block in blocks:
+        x = block_forward(block, x, causal)
     return x
 
 

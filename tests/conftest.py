@@ -1,10 +1,13 @@
 """Test-wide settings: no network, no display, small thread pools, tiny shared models."""
 
 import os
+import tempfile
 
 # Before anything imports huggingface_hub or Qt: never touch the network, render offscreen.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Precision verdicts and other caches go to a fresh folder, never the user's.
+os.environ["CHIMERA_CACHE_DIR"] = tempfile.mkdtemp(prefix="chimera-test-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

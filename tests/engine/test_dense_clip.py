@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import resize_pos_embed
 
-from engine import vit_ops
+from engine import last_block, vit_ops
 from engine.dense_clip import DenseCLIP
 
 
@@ -19,7 +19,7 @@ def _images(size, batch=2, seed=0):
 
 def test_stock_dense_tokens_match_open_clip_at_native_size(tiny_clip):
     images = _images((224, 224))
-    dense = DenseCLIP(tiny_clip.visual, last_block="stock")
+    dense = DenseCLIP(tiny_clip.visual, "stock")
     with torch.no_grad():
         tokens, grid = dense.forward_tokens(images)
         expected_pooled = tiny_clip.encode_image(images)
@@ -34,13 +34,13 @@ def test_stock_dense_tokens_match_open_clip_at_native_size(tiny_clip):
     torch.testing.assert_close(fmap.norm(dim=1), torch.ones(2, 14, 14))
 
 
-def test_value_only_block_equals_identity_attention_mask(tiny_clip):
+def test_maskclip_block_equals_identity_attention_mask(tiny_clip):
     block = tiny_clip.visual.transformer.resblocks[-1]
     x = torch.randn(2, 17, tiny_clip.visual.transformer.width)
     mask = torch.full((17, 17), float("-inf"))
     mask.fill_diagonal_(0)
     with torch.no_grad():
-        torch.testing.assert_close(vit_ops.value_only_block(block, x), block(x, attn_mask=mask),
+        torch.testing.assert_close(last_block.maskclip(block, x, (4, 4)), block(x, attn_mask=mask),
                                    rtol=1e-5, atol=1e-5)
         assert not torch.allclose(block(x), block(x, attn_mask=mask), atol=1e-3)  # the mask matters
 
@@ -69,16 +69,16 @@ def test_dense_features_at_other_sizes_equal_a_model_built_for_that_size(tiny_cl
     torch.testing.assert_close(ours[:, 0], pooled, rtol=1e-4, atol=1e-5)
 
 
-def test_value_mode_differs_from_stock_and_crops_partial_patches(tiny_clip):
+def test_maskclip_differs_from_stock_and_crops_partial_patches(tiny_clip):
     images = _images((100, 70))
     with torch.no_grad():
-        value = DenseCLIP(tiny_clip.visual)(images)
+        value = DenseCLIP(tiny_clip.visual, "maskclip")(images)
         stock = DenseCLIP(tiny_clip.visual, "stock")(images)
     assert value.shape == stock.shape == (2, tiny_clip.visual.output_dim, 6, 4)  # 100//16, 70//16
     assert not torch.allclose(value, stock)
 
 
-def test_dense_clip_is_frozen_and_rejects_unknown_mode(tiny_clip):
+def test_dense_clip_is_frozen_and_rejects_unknown_method(tiny_clip):
     with pytest.raises(ValueError):
         DenseCLIP(tiny_clip.visual, "fancy")
     dense = DenseCLIP(copy.deepcopy(tiny_clip.visual))

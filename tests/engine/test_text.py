@@ -13,8 +13,9 @@ def test_trimmed_text_encoding_is_identical_to_open_clip(tiny_clip):
 
     tokens = open_clip.get_tokenizer("ViT-B-16")(["a photo of a cat.", "dog", "a very much longer prompt here"])
     with torch.no_grad():
+        # fused causal attention vs nn.MultiheadAttention: equal up to float rounding
         torch.testing.assert_close(encode_text_trimmed(tiny_clip, tokens), tiny_clip.encode_text(tokens),
-                                   rtol=1e-5, atol=1e-6)
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_phrases_are_split_and_cleaned():
