@@ -10,12 +10,19 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import re
 import sys
 from pathlib import Path
 
 from engine import ChimeraError, distributed
-from trainer.config import DATASET_DEFAULTS, TrainConfig
+from trainer.config import DATASET_DEFAULTS, ConfigError, TrainConfig, read_config_file
+
+# Exit statuses (also in --help): 0 done, 1 failed (data, model, disk, a damaged run), 2 bad
+# arguments (options, config file, --set values, device name), 130 interrupted by Ctrl+C.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 # PAPER.md §7: each ablation is a flag that sets config keys.
 ABLATIONS = {
@@ -36,7 +43,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     data = TrainConfig(dataset=args.dataset).to_dict()
     data.update(json.loads(json.dumps(DATASET_DEFAULTS.get(args.dataset, {}))))
     if args.config:
-        data.update(json.loads(Path(args.config).read_text(encoding="utf-8")))
+        data.update(read_config_file(args.config))
     data.update({"dataset": args.dataset, "data_root": str(args.data_root)})
     for flag, keys in ABLATIONS.items():
         if getattr(args, flag):
@@ -52,6 +59,7 @@ def cmd_zss(args) -> int:
     from trainer.zss import train
 
     cfg = resolve_config(args)
+    _check_device_available(args.device)
     root = split_root(cfg.dataset, Path(cfg.data_root), "train")
     info = load_info(cfg.dataset, root)
     model = train(cfg, args.out, build_dataset(cfg.dataset, root, "train"), info, device=args.device,
@@ -83,6 +91,7 @@ def _run_eval(model, dataset: str, root: Path, out: Path, calibration: float, de
 def cmd_eval(args) -> int:
     from engine.models import build_model
 
+    _check_device_available(args.device)
     model = build_model(args.checkpoint)
     out = args.out or Path(args.checkpoint).with_suffix(".eval.json")
     root = split_root(args.dataset, Path(args.data_root), args.split)
@@ -116,9 +125,41 @@ def cmd_bundle(args) -> int:
     return 0
 
 
+def device_name(text: str) -> str:
+    """argparse type of --device: the syntax here (exit 2); availability when training starts."""
+    if not _DEVICE_NAME.match(text.strip()):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use auto, cpu, cuda, cuda:N or mps")
+    return text.strip()
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _check_device_available(device: str) -> None:
+    from engine.devices import resolve_device
+
+    try:
+        resolve_device(device)
+    except (ValueError, RuntimeError) as exc:
+        raise DeviceUnavailableError(str(exc)) from exc
+
+
+class DeviceUnavailableError(ChimeraError):
+    """--device names a device this machine does not have."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chimera-train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__ + "\nExit status: 0 done, 1 failed (data, model, disk, damaged run), "
+                                     "2 bad arguments (options, config file, --set values, device), 130 interrupted.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     z = sub.add_parser("zss", help="inductive zero-shot training (seen masks only)",
@@ -129,15 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--out", required=True, type=Path, help="run folder (config, metrics.jsonl, checkpoints)")
     z.add_argument("--config", type=Path, help="JSON file of TrainConfig keys")
     z.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
-    for key, kind in (("iterations", int), ("batch_size", int), ("csh_depth", int), ("tau", float),
-                      ("seed", int), ("clip", str), ("body", str)):
+    for key, kind in (("iterations", positive_int), ("batch_size", positive_int), ("csh_depth", int),
+                      ("tau", float), ("seed", int), ("clip", str), ("body", str)):
         z.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key)
     z.add_argument("--no-csh", action="store_true", help="ablation: body + linear projection to CLIP space")
     z.add_argument("--no-sgd", action="store_true", help="ablation: no Selective Global Distillation")
     z.add_argument("--sgd-fixed-ratio", action="store_true", help="ablation: SGD keeps all tokens (no shrinking)")
     z.add_argument("--sgd-random", action="store_true", help="ablation: SGD selects random tokens")
     z.add_argument("--no-sam", action="store_true", help="ablation: no Semantic Alignment Module")
-    z.add_argument("--device", default="auto")
+    z.add_argument("--device", default="auto", type=device_name, help="auto, cpu, cuda, cuda:N or mps")
     z.add_argument("--fresh", action="store_true", help="start over even if OUT holds a run")
     z.add_argument("--eval", action="store_true", help="evaluate on the val split at the end")
     z.add_argument("--quiet", action="store_true")
@@ -150,23 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="val", choices=["train", "val"])
     e.add_argument("--calibration", type=float, default=0.0, help="γ subtracted from seen-class probabilities")
     e.add_argument("--out", type=Path, help="JSON result (default: beside the checkpoint)")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--device", default="auto", type=device_name, help="auto, cpu, cuda, cuda:N or mps")
+    e.add_argument("--batch-size", type=positive_int, default=8)
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("shapes-data", help="generate a shapes-world dataset folder")
     d.add_argument("--out", required=True, type=Path)
-    d.add_argument("--images", type=int, default=1000)
+    d.add_argument("--images", type=positive_int, default=1000)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--size", type=int, default=64)
     d.set_defaults(func=cmd_shapes_data)
 
     c = sub.add_parser("shapes-clip", help="pre-train the tiny shapes CLIP on image-caption pairs")
     c.add_argument("--out", required=True, type=Path)
-    c.add_argument("--steps", type=int, default=12000)
-    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--steps", type=positive_int, default=12000)
+    c.add_argument("--batch-size", type=positive_int, default=128)
     c.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW, cosine decay)")
-    c.add_argument("--scenes", type=int, default=50_000, help="pre-rendered scenes the pairs are drawn from")
+    c.add_argument("--scenes", type=positive_int, default=50_000, help="pre-rendered scenes the pairs are drawn from")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--eval-every", type=int, default=500, help="zero-shot accuracy every N steps (0 = end only)")
     c.add_argument("--matched-positives", action="store_true",
@@ -183,14 +224,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # exits 2 itself for unknown options and bad values
     try:
         return args.func(args)
+    except (ConfigError, DeviceUnavailableError) as exc:
+        return _report(exc, EXIT_USAGE)
     except (ChimeraError, ValueError) as exc:
-        print(f"chimera-train: {exc}", file=sys.stderr)
-        return 1
+        return _report(exc, EXIT_FAILED)
+    except OSError as exc:
+        return _report(_describe_os_error(exc), EXIT_FAILED)
+    except MemoryError:
+        return _report("not enough memory (try a smaller --set batch_size or crop_size)", EXIT_FAILED)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _report(message: object, status: int) -> int:
+    print(f"chimera-train: {message}", file=sys.stderr)
+    return status
+
+
+def _describe_os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"the disk is full{where}; the last complete checkpoint was kept — free space and run the same command"
+    return f"{exc.strerror or exc}{where}"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Training configuration: every [choice] of PAPER.md is a field here with the paper's default.
 
-A run is described by one ``TrainConfig``; ``--config FILE`` (JSON) and ``--set key=value`` overrides
+Every field is type- and range-checked (``FIELD_RULES``) when a config is made, whether from code,
+a ``--config`` file or ``--set``: a bad value is a ``ConfigError`` naming the field, never a crash
+later in training. A run is described by one ``TrainConfig``; ``--config FILE`` (JSON) and ``--set key=value`` overrides
 on the command line change it, and the resolved config is stored in every checkpoint and in
 ``RUN_DIR/config.json`` so a run can be reproduced and resumed exactly.
 """
@@ -9,8 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
+
+from engine.errors import ChimeraError
+
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class ConfigError(ChimeraError, ValueError):
+    """A config file, a --set value or a config field is unusable; says which and why."""
 
 
 @dataclasses.dataclass
@@ -65,18 +76,12 @@ class TrainConfig:
     eval_every: int = 0  # 0 = only at the end
 
     def __post_init__(self):
-        self.resize_scale = tuple(self.resize_scale)
-        self.resize_ratio = tuple(self.resize_ratio)
-        choices = {"dataset": ("voc", "coco-stuff", "shapes"), "head": ("csh", "linear"),
-                   "sgd_schedule": ("linear", "cosine"), "sgd_selection": ("topk", "random"),
-                   "sgd_loss": ("cosine", "infonce"), "amp": ("bf16", "fp16", "none")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if self.batch_size < 1 or self.accumulation < 1 or self.iterations < 1:
-            raise ValueError("batch_size, accumulation and iterations must be positive")
-        if not 0 < self.sgd_ratio_end <= 1 or not 0 < self.sgd_ratio_start <= 1:
-            raise ValueError("SGD keep ratios must lie in (0, 1]")
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, _check_field(field.name, getattr(self, field.name)))
+        if self.eval_stride > self.eval_window:
+            raise ConfigError(f"eval_stride ({self.eval_stride}) must not exceed eval_window ({self.eval_window})")
+        if self.resize_ratio[0] > self.resize_ratio[1]:
+            raise ConfigError(f"resize_ratio must be (low, high), got {list(self.resize_ratio)}")
 
     @property
     def prompt_templates(self) -> str:
@@ -87,30 +92,198 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a JSON object of TrainConfig keys, not {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return cls(**data)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_dict(read_config_file(path))
 
     def override(self, assignments: list[str]) -> "TrainConfig":
-        """Apply ``key=value`` strings; values are parsed as JSON when they can be (``0.1``, ``true``)."""
+        """Apply ``key=value`` strings. Values are JSON (``0.1``, ``true``, ``[128, 64]``), except for
+        text fields, which take the text as it is (``--set clip=ViT-B-16/openai``)."""
         data = self.to_dict()
+        text_fields = {name for name, (kind, *_rest) in FIELD_RULES.items() if kind in ("str", "choice")}
         for item in assignments:
             key, sep, raw = item.partition("=")
             key = key.strip().replace("-", "_")
             if not sep or key not in data:
-                raise ValueError(f"cannot apply {item!r}: expected key=value with a known key")
+                raise ConfigError(f"cannot apply --set {item!r}: expected KEY=VALUE with a known key "
+                                  f"(known: {', '.join(sorted(data))})")
             try:
                 value = json.loads(raw)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 value = raw
+            if key in text_fields and not isinstance(value, str):
+                value = raw.strip()
             data[key] = value
         return TrainConfig.from_dict(data)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A ``--config`` file as a dict; ConfigError for a missing, unreadable, huge or non-JSON file."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a config")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"the config file {path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"the config file {path} must hold a JSON object of TrainConfig keys")
+    return data
+
+
+def _check_field(name: str, value: Any, rule: tuple | None = None) -> Any:
+    """``value`` normalised (tuples for pairs, floats for numbers) if it obeys ``rule`` (default
+    FIELD_RULES[name]); ConfigError naming the field otherwise."""
+    kind, *bounds = rule or FIELD_RULES[name]
+    if kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{name} must be a whole number, not {value!r}")
+        return _in_range(name, value, *bounds)
+    if kind == "float":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, not {value!r}")
+        return _in_range(name, float(value), *bounds)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, not {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be text, not {value!r}")
+        return bounds[0](value) if bounds else value
+    if kind == "choice":
+        allowed = bounds[0]() if callable(bounds[0]) else bounds[0]
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        return value
+    if kind in ("int_pair", "float_pair"):
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ConfigError(f"{name} must be a pair of numbers like [2048, 512], not {value!r}")
+        item = "int" if kind == "int_pair" else "float"
+        return tuple(_check_field(name, v, (item, *bounds)) for v in value)
+    if kind == "body_overrides":
+        return _check_body_overrides(value)
+    raise AssertionError(f"no rule kind {kind!r}")
+
+
+def _in_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> float:
+    if value < low or value > high or (low_open and value == low):
+        shown = f"({_number(low)}, {_number(high)}]" if low_open else f"{_number(low)}..{_number(high)}"
+        raise ConfigError(f"{name} = {value!r} is outside the allowed range {shown}")
+    return value
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _check_clip(value: str) -> str:
+    from engine.clip_loading import ClipSpec
+
+    try:
+        ClipSpec.parse(value)
+    except ChimeraError as exc:
+        raise ConfigError(f"clip: {exc}") from exc
+    return value
+
+
+def _check_templates(value: str) -> str:
+    from engine.text import load_templates
+
+    if value:
+        try:
+            load_templates(value)
+        except ValueError as exc:
+            raise ConfigError(f"templates: {exc}") from exc
+    return value
+
+
+def _check_body_overrides(value: Any) -> dict:
+    from engine.chimera.body import BodyConfig
+
+    if not isinstance(value, dict):
+        raise ConfigError(f"body_overrides must be an object of BodyConfig keys, not {value!r}")
+    known = {f.name for f in dataclasses.fields(BodyConfig)} - {"backbone", "pretrained_backbone"}
+    unknown = sorted(str(k) for k in set(value) - known)
+    if unknown:
+        raise ConfigError(f"body_overrides: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    try:
+        BodyConfig(**value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"body_overrides: {exc}") from exc
+    for key in ("aspp_channels", "low_level_channels", "decoder_channels"):
+        if key in value:
+            _check_field(f"body_overrides.{key}", value[key], ("int", 1, 4096))
+    if "dropout" in value:
+        _check_field("body_overrides.dropout", value["dropout"], ("float", 0.0, 0.99))
+    return dict(value)
+
+
+def _presets() -> tuple[str, ...]:
+    from engine.chimera.model import PRESETS
+
+    return tuple(PRESETS)
+
+
+_BIG = 10**9
+# Every TrainConfig field: (kind, bounds...). Ranges are wide (anything a real run could want) but
+# exclude what cannot work: a zero crop, a checkpoint every 0 iterations, a non-finite rate.
+FIELD_RULES: dict[str, tuple] = {
+    "dataset": ("choice", ("voc", "coco-stuff", "shapes")),
+    "data_root": ("str",),
+    "crop_size": ("int", 16, 4096),
+    "resize_scale": ("int_pair", 16, 16384),
+    "resize_ratio": ("float_pair", 0.01, 100.0, True),
+    "workers": ("int", 0, 256),
+    "clip": ("str", _check_clip),
+    "body": ("choice", _presets),
+    "body_overrides": ("body_overrides",),
+    "pretrained_backbone": ("bool",),
+    "head": ("choice", ("csh", "linear")),
+    "csh_depth": ("int", 0, 128),
+    "tau": ("float", 0.0, 10.0, True),
+    "templates": ("str", _check_templates),
+    "freeze_bn": ("bool",),
+    "sgd_weight": ("float", 0.0, 1000.0),
+    "sgd_ratio_start": ("float", 0.0, 1.0, True),
+    "sgd_ratio_end": ("float", 0.0, 1.0, True),
+    "sgd_schedule": ("choice", ("linear", "cosine")),
+    "sgd_selection": ("choice", ("topk", "random")),
+    "sgd_loss": ("choice", ("cosine", "infonce")),
+    "sgd_infonce_tau": ("float", 0.0, 10.0, True),
+    "teacher_size": ("int", 0, 4096),
+    "sam_weight": ("float", 0.0, 1000.0),
+    "sam_tau": ("float", 0.0, 10.0, True),
+    "iterations": ("int", 1, _BIG),
+    "batch_size": ("int", 1, 65536),
+    "accumulation": ("int", 1, 65536),
+    "lr": ("float", 0.0, 10.0, True),
+    "head_lr_mult": ("float", 0.0, 1e4, True),
+    "weight_decay": ("float", 0.0, 10.0),
+    "warmup_iterations": ("int", 0, _BIG),
+    "poly_power": ("float", 0.0, 100.0),
+    "amp": ("choice", ("bf16", "fp16", "none")),
+    "eval_short_side": ("int", 16, 8192),
+    "eval_window": ("int", 16, 8192),
+    "eval_stride": ("int", 16, 8192),
+    "calibration": ("float", 0.0, 1.0),
+    "seed": ("int", 0, 2**63 - 1),
+    "checkpoint_every": ("int", 1, _BIG),
+    "log_every": ("int", 1, _BIG),
+    "eval_every": ("int", 0, _BIG),
+}
 
 
 # Ready-made settings per dataset; the command line overrides them.

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 
 from engine.atomic import atomic_write_bytes, atomic_write_json
+from engine.errors import ChimeraError
 from engine.models import SegmentationModel, save_model
+
+_STATE_KEYS = {"step": int, "optimizer": dict, "scheduler": dict, "scaler": dict, "torch_rng": torch.Tensor}
+
+
+class TrainStateError(ChimeraError):
+    """A run's train_state.pt cannot be resumed from (damaged, foreign, or from another config)."""
 
 
 class RunDir:
@@ -53,7 +60,23 @@ class RunDir:
         return self.model
 
     def load_state(self) -> dict[str, Any]:
-        return torch.load(self.state, map_location="cpu", weights_only=True)
+        """The resumable state; TrainStateError (saying how to start over) for a damaged file."""
+        try:
+            state = torch.load(self.state, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError, ...: all "damaged"
+            raise self.damaged(f"it cannot be read ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(state, dict):
+            raise self.damaged("it does not hold a training state")
+        for key, kind in _STATE_KEYS.items():
+            if not isinstance(state.get(key), kind) or (kind is int and isinstance(state[key], bool)):
+                raise self.damaged(f"its '{key}' is missing or of the wrong type")
+        if state["step"] < 0 or state["torch_rng"].dtype != torch.uint8:
+            raise self.damaged("its step or random state is invalid")
+        return state
+
+    def damaged(self, why: str) -> TrainStateError:
+        return TrainStateError(f"cannot resume the run in {self.path}: {self.state.name} is damaged or foreign "
+                               f"({why}); run with --fresh to start over (this replaces the run's checkpoints)")
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.config, config)

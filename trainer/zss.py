@@ -171,11 +171,14 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
     step = 0
     if resume:
         state = run.load_state()
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if step_fn.scaler is not None and state["scaler"]:
-            step_fn.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if step_fn.scaler is not None and state["scaler"]:
+                step_fn.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+            raise run.damaged(f"it does not fit this model and config: {exc}") from exc
         step = int(state["step"])
     elif context.is_main:
         run.write_config(cfg.to_dict())

@@ -144,4 +144,4 @@ def test_cli_zss_eval_and_bad_dataset(shapes_root, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_main(["zss", "--dataset", "mnist", "--data-root", ".", "--out", "x"])
     assert train_main(["zss", "--dataset", "shapes", "--data-root", str(shapes_root), "--out", str(tmp_path / "x"),
-                       "--set", "nonsense=1"]) == 1
+                       "--set", "nonsense=1"]) == 2  # a bad argument
