@@ -10,6 +10,7 @@ never depends on the display order; every export record lists the stable id of e
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -22,12 +23,8 @@ from chimera_app.project.document import ImageState, LabelDocument, Provenance
 from chimera_app.project.errors import ProjectError
 from chimera_app.project.store import Project
 from engine.errors import ChimeraError
-from engine.formats.coco import (
-    CocoBuilder,
-    read_coco_label_maps,
-    validate_coco,
-    write_coco,
-)
+from engine.formats.coco import CocoBuilder, validate_coco, write_coco
+from engine.formats.coco_reader import CocoFile, read_coco
 from engine.formats.png_masks import write_class_list, write_index_png
 from engine.images import read_image_size
 
@@ -87,7 +84,10 @@ def export_coco(project: Project, path: str | os.PathLike[str],
     problems = validate_coco(coco, expected_classes=names)
     if problems:
         raise ExportError("the COCO export failed validation, nothing was written: " + "; ".join(problems[:5]))
-    write_coco(path, coco)
+    try:
+        write_coco(path, coco)
+    except OSError as exc:
+        raise ExportError(f"cannot write '{path}': {_reason(exc)}; any older file there was left as it was") from exc
     return _record(project, "coco", Path(path), len(coco["images"]), len(coco["annotations"]), classes)
 
 
@@ -102,12 +102,17 @@ def export_png_masks(project: Project, out_dir: str | os.PathLike[str],
         check_png_collisions(selected)
     except ChimeraError as exc:
         raise ExportError(str(exc)) from exc
-    masks = 0
-    for rel in selected:
-        category_map = _category_map(project.load_document(rel), table)
-        write_index_png(png_path(out_dir, rel), category_map, num_classes=len(classes))
-        masks += len(np.unique(category_map[category_map != 0]))
-    write_class_list(out_dir, [c.name for c in classes])
+    masks, written = 0, 0
+    try:
+        for rel in selected:
+            category_map = _category_map(project.load_document(rel), table)
+            write_index_png(png_path(out_dir, rel), category_map, num_classes=len(classes))
+            masks += len(np.unique(category_map[category_map != 0]))
+            written += 1
+        write_class_list(out_dir, [c.name for c in classes])
+    except OSError as exc:
+        raise ExportError(f"the PNG export to '{out_dir}' stopped after {written} of {len(selected)} masks: "
+                          f"{_reason(exc)}; the project itself is unchanged") from exc
     return _record(project, "png", out_dir, len(selected), masks, classes)
 
 
@@ -116,31 +121,36 @@ def import_coco(project: Project, path: str | os.PathLike[str]) -> dict:
     file's (labelled pixels HUMAN, the rest unlabeled) and it becomes human-verified. Categories
     match classes by name (else by phrase, case-insensitive); missing ones are added.
 
-    Everything is checked before anything changes: images missing from the project, sizes that
-    differ, overlapping masks or class names that clash raise ExportError and change nothing.
+    Everything is checked before anything changes: a malformed file or one beyond the limits of
+    engine.limits, images missing from the project, sizes that differ, overlapping masks or class
+    names that clash raise ExportError and change nothing. Masks are decoded one image at a time.
+    A write that fails part-way (a full disk) raises ExportError naming what was imported; each
+    image is saved atomically, so every image has either its old labels or the imported ones.
     """
     try:
-        names, maps = read_coco_label_maps(path)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ExportError(f"cannot import '{path}': {exc}") from exc
-    maps = {PurePosixPath(name.replace("\\", "/")).as_posix(): m for name, m in maps.items()}
+        coco = read_coco(path)
+    except (OSError, ValueError, ChimeraError) as exc:
+        raise ExportError(f"cannot import '{path}': {_reason(exc)}; nothing was imported") from exc
     known = set(project.images())
-    missing = sorted(set(maps) - known)
+    missing = sorted(set(coco.sizes) - known)
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise ExportError(f"{len(missing)} images of '{path}' are not in the project {project.root}: {shown}; "
                           "nothing was imported")
     wrong = []
-    for rel, labels in maps.items():
-        width, height = read_image_size(project.image_path(rel))
-        if labels.shape != (height, width):
-            wrong.append(f"{rel} ({labels.shape[1]}x{labels.shape[0]} in the file, {width}x{height} on disk)")
+    for rel, (height, width) in coco.sizes.items():
+        try:
+            disk_width, disk_height = read_image_size(project.image_path(rel))
+        except ChimeraError as exc:
+            raise ExportError(f"cannot import '{path}': {exc}; nothing was imported") from exc
+        if (height, width) != (disk_height, disk_width):
+            wrong.append(f"{rel} ({width}x{height} in the file, {disk_width}x{disk_height} on disk)")
     if wrong:
         raise ExportError(f"sizes differ for {', '.join(wrong[:10])}; nothing was imported")
     trial = project.classes.copy()  # resolve every name on a copy: a clash must change nothing
     added: list[str] = []
     ids = [0]  # category id -> class id
-    for name in names:
+    for name in coco.class_names:
         match = trial.find(name)
         if match is None:
             try:
@@ -150,14 +160,47 @@ def import_coco(project: Project, path: str | os.PathLike[str]) -> dict:
                                   "imported") from exc
             added.append(match.prompt)
         ids.append(match.id)
+    table = np.asarray(ids, dtype=np.uint16)
+    kept = _decode_all(coco, path)  # every mask checked (and small ones kept) before anything changes
     for text in added:  # the same adds in the same order give the same ids as on the copy
         project.classes.add(text)
-    table = np.asarray(ids, dtype=np.uint16)
-    annotations = 0
-    for rel in sorted(maps):
-        labels = table[maps[rel]]
-        provenance = np.where(labels != 0, np.uint8(Provenance.HUMAN), np.uint8(Provenance.NONE))
-        project.save_document(rel, LabelDocument(labels, provenance, ImageState.VERIFIED))
-        annotations += len(np.unique(labels[labels != 0]))
-    project.save_meta()
-    return {"path": str(path), "images": len(maps), "annotations": annotations, "classes_added": added}
+    annotations, done = 0, []
+    try:
+        for rel in sorted(coco.sizes):
+            labels = table[kept[rel] if rel in kept else coco.label_map(rel)]
+            provenance = np.where(labels != 0, np.uint8(Provenance.HUMAN), np.uint8(Provenance.NONE))
+            project.save_document(rel, LabelDocument(labels, provenance, ImageState.VERIFIED))
+            annotations += len(np.unique(labels[labels != 0]))
+            done.append(rel)
+        project.save_meta()
+    except (OSError, ChimeraError) as exc:
+        raise ExportError(f"importing '{path}' stopped after {len(done)} of {len(coco.sizes)} images: "
+                          f"{_reason(exc)}; those have the imported labels, every other image kept its own"
+                          ) from exc
+    return {"path": str(path), "images": len(coco.sizes), "annotations": annotations, "classes_added": added}
+
+
+_KEEP_DECODED_PIXELS = 64_000_000  # decoded maps kept between the check and the save; beyond: decode again
+
+
+def _decode_all(coco: CocoFile, path) -> dict[str, np.ndarray]:
+    """Decode every image's map once (overlaps and corrupt masks are found before anything is
+    written); the maps that fit the budget are returned so they need not be decoded again."""
+    kept, budget = {}, _KEEP_DECODED_PIXELS
+    for rel in sorted(coco.sizes):
+        try:
+            labels = coco.label_map(rel)
+        except (ValueError, ChimeraError, MemoryError) as exc:
+            raise ExportError(f"cannot import '{path}': {_reason(exc)}; nothing was imported") from exc
+        if labels.size <= budget:
+            kept[rel], budget = labels, budget - labels.size
+    return kept
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "not enough memory"
+    if isinstance(exc, OSError):
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        return f"{reason}{f' ({exc.filename})' if exc.filename else ''}"
+    return str(exc)

@@ -21,10 +21,12 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from engine import limits
 from engine.atomic import atomic_write_json
+from engine.errors import ChimeraError
 
 __all__ = ["ClassMask", "encode_label_map", "CocoBuilder", "write_coco", "validate_coco",
-           "read_coco_label_maps"]
+           "CocoFormatError", "read_coco_label_maps"]
 
 
 @dataclass(frozen=True)
@@ -174,33 +176,95 @@ def _string_counts(counts: str) -> np.ndarray:
     return x
 
 
-def _to_rle(segmentation: Any, height: int, width: int) -> dict:
+class CocoFormatError(ChimeraError, ValueError):
+    """A COCO file is unreadable or breaks the semantic-COCO rules; the message says where."""
+
+
+class _PolygonBudget:
+    """Outline pixels pycocotools may walk for one file (it rasterises polygons along the outline)."""
+
+    def __init__(self, limit: int = limits.MAX_COCO_POLYGON_PERIMETER) -> None:
+        self.left = limit
+
+    def spend(self, pixels: float) -> None:
+        self.left -= pixels
+        if self.left < 0:
+            raise limits.LimitError(f"the file's polygons have more than {limits.MAX_COCO_POLYGON_PERIMETER:,} "
+                                    "pixels of outline in all (the limit for one file)")
+
+
+def _check_polygons(polygons: list, height: int, width: int, budget: _PolygonBudget | None) -> None:
+    """Finite numbers, at least 3 points, within one image size around the image, and an outline
+    short enough to rasterise: checked before pycocotools allocates along the outline."""
+    if not polygons:
+        raise ValueError("polygons must be lists of at least 3 (x, y) points")
+    outline = 0.0
+    for polygon in polygons:
+        if (not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2
+                or not all(limits.is_finite_number(v) for v in polygon)):
+            raise ValueError("polygons must be lists of at least 3 (x, y) points given as finite numbers")
+        xy = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+        if (xy[:, 0].min() < -width or xy[:, 0].max() > 2 * width
+                or xy[:, 1].min() < -height or xy[:, 1].max() > 2 * height):
+            raise limits.LimitError(f"a polygon has points far outside its {width}x{height} image "
+                                    f"(x {xy[:, 0].min():g}..{xy[:, 0].max():g}, y {xy[:, 1].min():g}..{xy[:, 1].max():g})")
+        steps = np.abs(np.diff(np.vstack([xy, xy[:1]]), axis=0)).max(axis=1)
+        outline += float(steps.sum())
+    if outline > limits.MAX_POLYGON_PERIMETER:
+        raise limits.LimitError(f"the polygons of one annotation have {outline:,.0f} pixels of outline, more than "
+                                f"the limit of {limits.MAX_POLYGON_PERIMETER:,}")
+    if budget is not None:
+        budget.spend(outline)
+
+
+def _to_rle(segmentation: Any, height: int, width: int, budget: _PolygonBudget | None = None) -> dict:
     """Compressed RLE of polygons or (un)compressed RLE for an HxW image; ValueError if unusable.
     RLE counts must cover the image exactly: pycocotools' C decoder trusts them and would write
-    past its buffer for a corrupt file."""
+    past its buffer for a corrupt file. Polygons are bounded first (``_check_polygons``)."""
     if isinstance(segmentation, list):
-        if not segmentation or any(not isinstance(p, list) or len(p) < 6 or len(p) % 2 for p in segmentation):
-            raise ValueError("polygons must be lists of at least 3 (x, y) points")
+        _check_polygons(segmentation, height, width, budget)
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     if not isinstance(segmentation, dict) or not {"size", "counts"} <= segmentation.keys():
         raise ValueError("segmentation is neither polygons nor RLE")
-    if list(segmentation["size"]) != [height, width]:
-        raise ValueError(f"RLE size {segmentation['size']} != image (height, width) {[height, width]}")
+    size = segmentation["size"]
+    if not isinstance(size, list) or size != [height, width]:
+        raise ValueError(f"RLE size {size!r} != image (height, width) {[height, width]}")
     counts = segmentation["counts"]
     if not isinstance(counts, (list, str, bytes)):
         raise ValueError("RLE counts must be a list or a string")
+    if isinstance(counts, list) and not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2**40
+                                            for c in counts):
+        raise ValueError("RLE counts must be whole numbers >= 0")
     runs = np.asarray(counts, dtype=np.int64) if isinstance(counts, list) else _string_counts(
-        counts.decode("ascii") if isinstance(counts, bytes) else counts)
+        counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts)
     if runs.ndim != 1 or runs.size == 0 or runs.min() < 0 or runs.sum() != height * width:
         raise ValueError(f"RLE counts do not cover the {height}x{width} image exactly")
-    return mask_utils.frPyObjects(segmentation, height, width) if isinstance(counts, list) else segmentation
+    if isinstance(counts, list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
 
 
 def _load_coco(coco: dict | str | os.PathLike[str]) -> dict:
+    """A COCO dict, or a file of one: at most ``limits.MAX_COCO_BYTES``, UTF-8 JSON, an object."""
     if isinstance(coco, dict):
         return coco
-    with open(coco, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        size = os.stat(coco).st_size
+        limits.check_file_size(size, limits.MAX_COCO_BYTES, str(coco), "COCO file")
+        with open(coco, "rb") as f:
+            raw = f.read()
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CocoFormatError(f"{coco} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise CocoFormatError(f"{coco} is not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise CocoFormatError(f"{coco} is nested too deeply to be a COCO file") from exc
+    except IsADirectoryError as exc:
+        raise CocoFormatError(f"{coco} is a folder, not a COCO JSON file") from exc
+    if not isinstance(data, dict):
+        raise CocoFormatError(f"{coco} holds JSON, but not a COCO object (images, annotations, categories)")
+    return data
 
 
 def _is_id(value: Any) -> bool:
@@ -233,6 +297,11 @@ def _check_image(img: dict, anns: list[dict], problems: list[str]) -> None:
     h, w = img.get("height"), img.get("width")
     if not (_is_id(h) and _is_id(w)):
         return  # already reported by validate_coco
+    try:
+        limits.check_image_size(w, h, f"image {img['id']}")
+    except limits.LimitError as exc:
+        problems.append(str(exc))
+        return
     rles, ids, categories = [], [], set()
     for ann in anns:
         where = f"annotation {ann.get('id')} (image {img['id']})"
@@ -280,7 +349,7 @@ def validate_coco(coco: dict | str | os.PathLike[str], expected_classes: Sequenc
     """Every problem in a semantic COCO dict or file, in plain words; [] means valid."""
     try:
         data = _load_coco(coco)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ChimeraError) as exc:
         return [f"cannot read the COCO file: {exc}"]
     if not isinstance(data, dict) or any(not isinstance(data.get(k), list) or
                                           any(not isinstance(x, dict) for x in data[k])
@@ -318,46 +387,5 @@ def validate_coco(coco: dict | str | os.PathLike[str], expected_classes: Sequenc
     return problems
 
 
-def read_coco_label_maps(path: str | os.PathLike[str]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Import a semantic COCO file: (class names ordered by id, {file_name: HxW label map}).
-
-    Label maps are uint8 (uint16 beyond 255 classes), 0 = unlabeled. Polygons and uncompressed RLE
-    are accepted. Raises ValueError for category ids other than 1..N, a duplicate file_name, an
-    annotation of an unknown image or category, a corrupt segmentation, or overlapping annotations
-    (a semantic label map cannot hold them).
-    """
-    data = _load_coco(path)
-    cats = sorted(data["categories"], key=lambda c: c["id"])
-    if [c["id"] for c in cats] != list(range(1, len(cats) + 1)):
-        raise ValueError(f"category ids must be exactly 1..{len(cats)}, got {[c['id'] for c in cats]}")
-    if len(cats) > 0xFFFF:
-        raise ValueError(f"{len(cats)} categories do not fit a uint16 label map")
-    dtype = np.uint8 if len(cats) <= 0xFF else np.uint16
-    images = {img["id"]: img for img in data["images"]}
-    if len({img["file_name"] for img in images.values()}) != len(data["images"]):
-        raise ValueError("two images share a file_name or an id")
-    by_image: dict[int, list[dict]] = defaultdict(list)
-    for ann in data["annotations"]:
-        if ann["image_id"] not in images or not 1 <= ann["category_id"] <= len(cats):
-            raise ValueError(f"annotation {ann['id']}: unknown image or category id")
-        by_image[ann["image_id"]].append(ann)
-    maps = {img["file_name"]: _label_map(img, by_image[img["id"]], np.dtype(dtype)) for img in data["images"]}
-    return [c["name"] for c in cats], maps
-
-
-def _label_map(img: dict, anns: list[dict], dtype: np.dtype) -> np.ndarray:
-    """HxW label map of one image. Masks are added (cheaper than boolean scatters); they are
-    disjoint exactly when the labelled pixel count equals the sum of their areas."""
-    labels = np.zeros((img["height"], img["width"]), dtype, order="F")  # decode gives F-order
-    total_area = 0
-    for ann in anns:
-        try:
-            rle = _to_rle(ann["segmentation"], *labels.shape)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"annotation {ann['id']} of {img['file_name']!r}: {exc}") from exc
-        labels += mask_utils.decode(rle).astype(dtype, copy=False) * dtype.type(ann["category_id"])
-        total_area += int(mask_utils.area(rle))
-    if np.count_nonzero(labels) != total_area:
-        raise ValueError(f"image {img['file_name']!r}: annotations overlap; a semantic label map "
-                         "cannot hold overlapping masks")
-    return np.ascontiguousarray(labels)
+# The import side (read_coco, read_coco_label_maps) lives in coco_reader; re-exported here.
+from engine.formats.coco_reader import CocoFile, read_coco, read_coco_label_maps  # noqa: E402
