@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "stage_bytes", "fsync_directory"]
 
 
 def _current_umask() -> int:
@@ -85,6 +85,34 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             pass
         raise
     _fsync_directory(directory)
+
+
+def stage_bytes(directory: str | os.PathLike[str], data: bytes, name: str = "staged") -> Path:
+    """Write ``data`` durably (fsynced) to a new temporary file in ``directory`` and return its path,
+    for a caller that renames several staged files into place as one commit. On any error the file
+    is removed and the OSError propagates."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp_name, _NEW_FILE_MODE)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+    return Path(tmp_name)
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Make renames into ``directory`` durable (a no-op where directories cannot be fsynced)."""
+    _fsync_directory(Path(directory))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

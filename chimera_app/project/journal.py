@@ -161,14 +161,24 @@ class Journal:
             return entries[-1].state if entries else None
 
     def append(self, record: JournalRecord) -> None:
-        """Append and fsync: when this returns, the record survives a kill or a power cut."""
+        """Append and fsync: when this returns, the record survives a kill or a power cut.
+
+        Raises OSError (a full disk: ENOSPC) when it cannot; the part written is cut off again, so
+        the journal holds exactly the records appended before and the caller can undo the edit."""
         data = encode_record(record)
         with self._lock:
-            os.lseek(self._fd, self._size, os.SEEK_SET)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
+            try:
+                os.lseek(self._fd, self._size, os.SEEK_SET)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
+                os.fsync(self._fd)
+            except OSError:
+                try:
+                    os.ftruncate(self._fd, self._size)  # frees what was written: no torn tail
+                except OSError:
+                    pass  # the tail fails its CRC at the next open and is ignored there
+                raise
             self._add(record.image, self._size, len(data), record.state)
             self._size += len(data)
 
@@ -180,17 +190,24 @@ class Journal:
             gone = [e for e in entries if upto is None or e.seq < upto]
             if not gone:
                 return
+            before = dict(self._index)
             kept = [e for e in entries if e not in gone]
             if kept:
                 self._index[image] = kept
             else:
                 del self._index[image]
-            if not self._index:
-                os.ftruncate(self._fd, 0)
-                os.fsync(self._fd)
-                self._size = 0
-                return
-            self._rewrite()
+            try:
+                if not self._index:
+                    os.ftruncate(self._fd, 0)
+                    os.fsync(self._fd)
+                    self._size = 0
+                    return
+                self._rewrite()
+            except OSError:
+                # Not compacted (a full disk): the records stay, in the file and in the index, and
+                # the next save of the image drops them. Replaying them meanwhile is harmless.
+                self._index = before
+                raise
 
     def close(self) -> None:
         with self._lock:

@@ -42,11 +42,17 @@ failing its CRC ends the journal (the process died while writing it) and is igno
 ``lock``: held with an OS lock while a Chimera has the project open; its text names that process.
 
 Every file is written atomically (temporary file + rename), so a crash leaves the old or the new
-file, never a mix. A damaged file is reported (ProjectError) and left alone, never overwritten.
+file, never a mix. One image's save (its maps and its project.json entry) is one change: the maps are
+staged in ``staging/`` and fsynced, ``commit.json`` then lists their renames (the commit point), the
+renames and project.json follow and ``commit.json`` is removed. A kill or a full disk before the
+commit point leaves every old file; after it, the next open finishes the save. Maps and project.json
+never disagree. A damaged file is reported (ProjectError) and left alone, never overwritten; a write
+the disk refuses is a SaveError (EditNotSavedError for a journal append), with nothing half-done.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -61,19 +67,33 @@ from chimera_app.project.document import ImageState, LabelDocument
 from chimera_app.project.errors import ProjectError, ProjectLockedError
 from chimera_app.project.journal import Journal, JournalRecord
 from chimera_app.project.lock import ProjectLock
-from engine.atomic import atomic_write_bytes, atomic_write_json
+from engine.atomic import atomic_write_json, fsync_directory, stage_bytes
 from engine.errors import ChimeraError
 from engine.formats.palette import palette
-from engine.formats.png_masks import read_index_png, write_index_png
+from engine.formats.png_masks import encode_index_png, read_index_png
 from engine.images import find_images, read_image_size
+from engine.limits import check_class_count
 
 if TYPE_CHECKING:  # typing.Self is Python 3.11+
     from typing_extensions import Self
 
-__all__ = ["DATA_DIR_NAME", "FORMAT", "VERSION", "Project", "ProjectError", "ProjectLockedError"]
+__all__ = ["DATA_DIR_NAME", "FORMAT", "VERSION", "Project", "ProjectError", "ProjectLockedError", "SaveError",
+           "EditNotSavedError"]
 
 FORMAT, VERSION = "chimera-project", 1
 DATA_DIR_NAME = ".chimera"
+STAGING_DIR_NAME = "staging"  # maps of a save in progress, renamed into place at its commit
+COMMIT_NAME = "commit.json"  # the renames of a save past its commit point (removed once done)
+
+
+class SaveError(ProjectError):
+    """Labels or the project file could not be written (a full disk, a permission); the message
+    says what is intact. The document in memory is unchanged and its edits stay in the journal."""
+
+
+class EditNotSavedError(SaveError):
+    """A committed edit could not be journalled (a full disk): nothing on disk changed, and the
+    caller must undo the edit on screen so that screen, undo stack and disk agree."""
 
 
 class Project:
@@ -111,10 +131,18 @@ class Project:
         except OSError as exc:
             raise ProjectError(f"cannot create the project folder '{data_dir}': {exc.strerror or exc}; for a "
                                "read-only image folder, keep the project somewhere else") from exc
-        lock = ProjectLock(data_dir / "lock")
+        try:
+            lock = ProjectLock(data_dir / "lock")
+        except OSError as exc:
+            raise ProjectError(f"cannot lock the project folder '{data_dir}': {exc.strerror or exc}") from exc
         project = None
         try:
-            project = cls(root, data_dir, lock, _read_meta(data_dir / "project.json"), Journal(data_dir / "journal.log"))
+            try:
+                journal = Journal(data_dir / "journal.log")
+            except OSError as exc:
+                raise ProjectError(f"cannot open the edit journal in '{data_dir}': {exc.strerror or exc}") from exc
+            project = cls(root, data_dir, lock, _read_meta(data_dir / "project.json"), journal)
+            project._finish_commit()
             project._recover()
         except BaseException:
             if project is not None:
@@ -174,7 +202,12 @@ class Project:
         record = JournalRecord(_check_rel(rel), y0, x0, doc.labels[y0:y1, x0:x1], doc.provenance[y0:y1, x0:x1],
                                doc.state.value, doc.shape)
         with self._meta_lock:
-            self._journal.append(record)
+            self._lock.check()
+            try:
+                self._journal.append(record)
+            except OSError as exc:
+                raise EditNotSavedError(f"the edit to '{rel}' could not be saved ({_os_reason(exc)}); it must be "
+                                        "undone on screen, and nothing on disk changed") from exc
             self._images_meta.setdefault(rel, {"uncertainty": None})["state"] = doc.state.value
 
     def journal_mark(self, rel: str) -> int:
@@ -193,43 +226,120 @@ class Project:
             raise ProjectError(f"labels of '{rel}' are {doc.shape[1]}x{doc.shape[0]} but the image is "
                                f"{width}x{height}; nothing was written")
         with self._image_lock(rel):
-            top = int(doc.labels.max()) if doc.labels.size else 0
-            if top <= 255:  # 8-bit palette PNG, coloured like the app shows it
-                write_index_png(self._map_path("labels", rel), doc.labels, colors=self._palette(top))
-            else:
-                atomic_write_bytes(self._map_path("labels", rel), _png(doc.labels))
-            atomic_write_bytes(self._map_path("provenance", rel), _png(doc.provenance))
-            confidence_path = self._map_path("confidence", rel)
-            uncertainty = None
-            if doc.confidence is not None:
-                quantized, total = _quantize_confidence(doc.confidence)
-                atomic_write_bytes(confidence_path, _png(quantized))
-                uncertainty = round(1.0 - total / doc.confidence.size, 6) if doc.confidence.size else None
-            elif confidence_path.exists():
-                confidence_path.unlink()  # from an older prediction that this document no longer has
+            files, uncertainty = self._encode_maps(rel, doc)
             with self._meta_lock:
                 # Edits recorded after the copy was made are newer than what was just written.
                 state = self._journal.last_state(rel, since=journal_mark) or doc.state.value
-                self._images_meta[rel] = {"state": state, "uncertainty": uncertainty}
-                self.save_meta()  # before the journal forgets: a crash in between only replays again
-                self._journal.drop(rel, journal_mark)
+                self._commit(rel, files, {"state": state, "uncertainty": uncertainty})
+                try:
+                    self._journal.drop(rel, journal_mark)  # after project.json: a crash only replays again
+                except OSError:
+                    pass  # not compacted (full disk): the records stay and the next save drops them
+
+    def _encode_maps(self, rel: str, doc: LabelDocument) -> tuple[dict[str, bytes | None], float | None]:
+        """{map kind: PNG bytes, or None to remove that map} and the image's uncertainty; no disk."""
+        top = int(doc.labels.max()) if doc.labels.size else 0
+        if top <= 255:  # 8-bit palette PNG, coloured like the app shows it
+            labels = encode_index_png(doc.labels, colors=self._palette(top))
+        else:
+            labels = _png(doc.labels)
+        files: dict[str, bytes | None] = {"labels": labels, "provenance": _png(doc.provenance), "confidence": None}
+        uncertainty = None
+        if doc.confidence is not None:
+            quantized, total = _quantize_confidence(doc.confidence)
+            files["confidence"] = _png(quantized)
+            uncertainty = round(1.0 - total / doc.confidence.size, 6) if doc.confidence.size else None
+        return files, uncertainty
+
+    def _commit(self, rel: str, files: dict[str, bytes | None], entry: dict) -> None:
+        """Write one image's maps and its project.json entry as one change (the caller holds the
+        meta lock). The maps are staged in ``staging/`` and fsynced; then ``commit.json`` lists the
+        renames: that write is the commit point. Renames and project.json follow; a kill after the
+        commit point is rolled forward at the next open (``_finish_commit``), one before it leaves
+        every old file as it was. SaveError when the disk refuses (a full disk); nothing changed
+        unless the message says the save completes at the next open."""
+        self._lock.check()
+        staging = self.data_dir / STAGING_DIR_NAME
+        staged: list[Path] = []
+        try:
+            renames, deletes = [], []
+            for kind, data in files.items():
+                target = self._map_path(kind, rel)
+                if data is None:
+                    if target.exists():
+                        deletes.append(str(target))  # from an older prediction this document no longer has
+                    continue
+                staged.append(stage_bytes(staging, data, kind))
+                renames.append([str(staged[-1]), str(target)])
+            atomic_write_json(self.data_dir / COMMIT_NAME, {"image": rel, "entry": entry,
+                                                            "renames": renames, "deletes": deletes})
+        except OSError as exc:
+            for path in staged:
+                path.unlink(missing_ok=True)
+            raise SaveError(f"the labels of '{rel}' could not be saved ({_os_reason(exc)}); the last save is "
+                            "intact and unsaved edits stay in the journal") from exc
+        try:
+            _apply_renames(renames, deletes)
+            self._images_meta[rel] = dict(entry)
+            self.save_meta()
+        except (OSError, SaveError) as exc:
+            raise SaveError(f"the labels of '{rel}' were written but the project file could not be updated "
+                            f"({_os_reason(exc)}); the save completes when the project is next opened") from exc
+
+    def _finish_commit(self) -> None:
+        """Roll forward a save that reached its commit point but not project.json (a kill, a full
+        disk); drop staged files of saves that did not reach it."""
+        commit_path = self.data_dir / COMMIT_NAME
+        if commit_path.exists():
+            try:
+                commit = json.loads(commit_path.read_text(encoding="utf-8"))
+                rel, entry = _check_rel(commit["image"]), commit["entry"]
+                state = ImageState(entry["state"]).value
+                uncertainty = entry.get("uncertainty")
+                renames = [(str(a), str(b)) for a, b in commit["renames"]]
+                deletes = [str(d) for d in commit["deletes"]]
+                inside = [Path(p) for pair in renames for p in pair] + [Path(d) for d in deletes]
+                if not all(p.resolve().is_relative_to(self.data_dir) for p in inside):
+                    raise ValueError("it names files outside the project folder")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ProjectError(f"{commit_path} (an unfinished save) is damaged ({exc}); it was left as it is"
+                                   ) from exc
+            _apply_renames([pair for pair in renames if os.path.exists(pair[0])], deletes)
+            self._images_meta[rel] = {"state": state,
+                                      "uncertainty": None if uncertainty is None else float(uncertainty)}
+            self.recovered.append(rel)
+            try:
+                self.save_meta()  # also removes commit.json
+            except SaveError as exc:
+                self.recovery_problems.append(str(exc))
+        staging = self.data_dir / STAGING_DIR_NAME
+        if staging.is_dir() and not commit_path.exists():
+            for leftover in staging.iterdir():
+                leftover.unlink(missing_ok=True)
 
     # -- project --------------------------------------------------------------------------------
     def save_meta(self) -> None:
-        """Write project.json atomically."""
+        """Write project.json atomically; SaveError (the old file intact) when the disk refuses."""
         self._check_open()
         with self._meta_lock:
-            atomic_write_json(self.data_dir / "project.json", {
-                "format": FORMAT, "version": VERSION, **self.classes.to_json(), "model": self.model,
-                "images": {rel: dict(self._images_meta[rel]) for rel in sorted(self._images_meta)},
-                "exports": self.exports})
+            self._lock.check()
+            try:
+                atomic_write_json(self.data_dir / "project.json", {
+                    "format": FORMAT, "version": VERSION, **self.classes.to_json(), "model": self.model,
+                    "images": {rel: dict(self._images_meta[rel]) for rel in sorted(self._images_meta)},
+                    "exports": self.exports})
+            except OSError as exc:
+                raise SaveError(f"the project file could not be saved ({_os_reason(exc)}); the last saved "
+                                "version is intact") from exc
+            # Everything an unfinished save listed is now in project.json.
+            (self.data_dir / COMMIT_NAME).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Save project.json and release the lock. Unsaved documents stay in the journal."""
         if not self._lock.held:
             return
         try:
-            self.save_meta()
+            self.save_meta()  # SaveError propagates, but the lock and the journal are released
         finally:
             self._journal.close()
             self._lock.release()
@@ -291,6 +401,24 @@ class Project:
         return LabelDocument(labels.astype(np.uint16), prov, self.state(rel), confidence=confidence)
 
 
+def _apply_renames(renames: list, deletes: list) -> None:
+    for source, target in renames:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    for path in deletes:
+        Path(path).unlink(missing_ok=True)
+    for directory in {Path(target).parent for _, target in renames} | {Path(d).parent for d in deletes}:
+        fsync_directory(directory)
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
 def _quantize_confidence(conf: np.ndarray, rows: int = 256) -> tuple[np.ndarray, float]:
     """``rint(clip(conf, 0, 1) * 255)`` as uint8 and the sum of ``clip(conf, 0, 1)``, a band of rows at
     a time: the whole-map version held four float32 copies (~190 MB on a 12 MP image) at once."""
@@ -333,6 +461,13 @@ def _read_map(path: Path, rel: str, kind: str, height: int, width: int, reader) 
     if not path.exists():
         raise ProjectError(f"the {kind} file of '{rel}' is missing ({path}); its labels cannot be trusted")
     try:
+        declared = read_image_size(path)  # from the header: a wrong size is refused before decoding
+    except ChimeraError as exc:
+        raise ProjectError(f"the saved {kind} of '{rel}' cannot be read ({exc}); it was left as it is") from exc
+    if declared != (width, height):
+        raise ProjectError(f"the saved {kind} of '{rel}' are {declared[0]}x{declared[1]} but the image is "
+                           f"{width}x{height} (was the image replaced?); they were left as they are ({path})")
+    try:
         array = reader(path)
     except Exception as exc:  # Pillow and OpenCV raise many types for bad files
         raise ProjectError(f"the saved {kind} of '{rel}' cannot be read ({path}: {exc}); it was left as it is") from exc
@@ -348,8 +483,8 @@ def _read_meta(path: Path) -> dict:
         return {"classes": ClassList(), "model": None, "images": {}, "exports": []}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ProjectError(f"cannot read {path}: {exc}; it was left as it is") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ProjectError(f"cannot read {path}: {exc or 'nested too deeply'}; it was left as it is") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ProjectError(f"{path} is not a Chimera project file")
     if not isinstance(data.get("version"), int) or data["version"] > VERSION:
@@ -357,6 +492,7 @@ def _read_meta(path: Path) -> dict:
                            "update Chimera to open it")
     try:
         classes = ClassList.from_json(data)
+        check_class_count(len(list(classes)), str(path))
         images = {}
         for rel, entry in dict(data.get("images", {})).items():
             uncertainty = entry.get("uncertainty")

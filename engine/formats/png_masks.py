@@ -17,8 +17,9 @@ from PIL import Image
 
 from engine.atomic import atomic_write_bytes, atomic_write_json
 from engine.formats.palette import class_color, palette
+from engine.limits import check_image_size
 
-__all__ = ["write_index_png", "read_index_png", "write_class_list", "CLASS_LIST_NAME"]
+__all__ = ["write_index_png", "encode_index_png", "read_index_png", "write_class_list", "CLASS_LIST_NAME"]
 
 CLASS_LIST_NAME = "classes.json"
 _MAX_8BIT = 255
@@ -62,6 +63,13 @@ def write_index_png(path: str | os.PathLike[str], label_map: np.ndarray,
         ValueError: not a 2-D integer array, a negative value, a value above 65535, or a value
             above 255 when ``num_classes`` asked for 8-bit.
     """
+    atomic_write_bytes(path, encode_index_png(label_map, colors, num_classes))
+
+
+def encode_index_png(label_map: np.ndarray, colors: np.ndarray | None = None,
+                     num_classes: int | None = None) -> bytes:
+    """The PNG bytes ``write_index_png`` writes (same arguments and ValueErrors), for callers that
+    commit several files together."""
     labels = np.asarray(label_map)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"label map must be a 2-D integer array, got {labels.dtype} {labels.shape}")
@@ -71,7 +79,7 @@ def write_index_png(path: str | os.PathLike[str], label_map: np.ndarray,
     sixteen_bit = (num_classes if num_classes is not None else high) > _MAX_8BIT
     if not sixteen_bit and high > _MAX_8BIT:
         raise ValueError(f"label value {high} does not fit an 8-bit PNG for {num_classes} classes")
-    atomic_write_bytes(path, _encode_png(labels, colors, sixteen_bit))
+    return _encode_png(labels, colors, sixteen_bit)
 
 
 def read_index_png(path: str | os.PathLike[str]) -> np.ndarray:
@@ -80,6 +88,7 @@ def read_index_png(path: str | os.PathLike[str]) -> np.ndarray:
     Palette images give their indices, not their colours. Colour (RGB) masks are refused.
     """
     with Image.open(path) as image:
+        check_image_size(*image.size, f"cannot read '{path}'")  # the header's size, before decoding
         if image.mode in ("P", "L"):
             return np.array(image, dtype=np.uint8)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
