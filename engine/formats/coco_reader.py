@@ -58,18 +58,20 @@ class CocoFile:
         segmentation or overlapping annotations (a semantic label map cannot hold them)."""
         height, width = self.sizes[file_name]
         dtype = self.dtype
-        labels = np.zeros((height, width), dtype, order="F")  # decode gives F-order
-        total_area = 0
+        rles = []  # every segmentation checked and encoded before the map is allocated
         for ann in self._annotations.get(file_name, []):
             try:
-                rle = _to_rle(ann["segmentation"], height, width, self._budget)
+                rles.append((_to_rle(ann["segmentation"], height, width, self._budget), ann["category_id"]))
             except limits.LimitError as exc:
                 raise limits.LimitError(f"{self.path}: annotation {ann['id']} of {file_name!r}: {exc}") from exc
             except (TypeError, ValueError, OverflowError) as exc:
                 raise CocoFormatError(f"{self.path}: annotation {ann['id']} of {file_name!r}: {exc}") from exc
+        labels = np.zeros((height, width), dtype, order="F")  # decode gives F-order
+        total_area = 0
+        for rle, category_id in rles:
             # Masks are added (cheaper than boolean scatters); they are disjoint exactly when the
             # labelled pixel count equals the sum of their areas.
-            labels += mask_utils.decode(rle).astype(dtype, copy=False) * dtype.type(ann["category_id"])
+            labels += mask_utils.decode(rle).astype(dtype, copy=False) * dtype.type(category_id)
             total_area += int(mask_utils.area(rle))
         if np.count_nonzero(labels) != total_area:
             raise CocoFormatError(f"{self.path}: image {file_name!r}: annotations overlap; a semantic label map "
