@@ -22,30 +22,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from chimera_app.batch_label import (
-    Failure,
-    LabelOptions,
-    check_png_collisions,
-    label_images,
-    relative_name,
-    segment_images,
-)
+from chimera_app.batch_label import Failure, LabelOptions, label_images, relative_name
 from chimera_app.project import ImageState, Project
 from chimera_app.project.exports import export_coco, export_png_masks
+from chimera_app.project.mask_paths import check_png_collisions
+from chimera_app.service.downloads import fetch_clip_weights
+from chimera_app.service.prelabel import Prelabeler, store_prediction
 from engine import ChimeraError, distributed, find_images, load_segmenter
-from engine.clip_loading import ClipSpec, fetch_weights, hf_cache_dir
+from engine.class_names import parse_classes, split_class_list, split_phrases
 from engine.formats.coco import CocoBuilder, validate_coco, write_coco
 from engine.formats.png_masks import write_class_list
-from engine.text import parse_classes, split_phrases
+from engine.model_names import parse_model_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def split_class_list(text: str) -> list[str]:
-    """``"road, car;automobile , tree"`` → ``["road", "car;automobile", "tree"]``."""
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,10 +85,12 @@ def read_classes(args: argparse.Namespace) -> list[str]:
 
 
 def download(model: str) -> int:
-    if not model.startswith("clip:"):
+    if parse_model_name(model).kind != "clip":
         print("chimera-label: --download takes a clip:<arch>/<tag> model", file=sys.stderr)
         return EXIT_USAGE
-    path = fetch_weights(ClipSpec.parse(model[5:]))
+    from engine.clip_loading import hf_cache_dir
+
+    path = fetch_clip_weights(model)
     print(f"{model}: weights at {path} (cache: {hf_cache_dir()})")
     return EXIT_OK
 
@@ -217,19 +208,22 @@ def _label_into(project: Project, segmenter, todo: list[str], background: tuple[
                 args: argparse.Namespace, saved: list[str], failures: list[Failure]) -> None:
     """Segment ``todo`` with the project's classes; write each prediction into its document (pixels
     a person decided stay) and save it at once, appending it to ``saved``."""
-    options = LabelOptions(tuple(project.classes.prompts()), background, args.min_confidence)
-    to_class_id = np.asarray([0, *project.classes.ids()], dtype=np.uint16)  # index -1..K-1, shifted by 1
+    run = Prelabeler([(rel, project.image_path(rel)) for rel in todo], project.classes.prompts(),
+                     project.classes.ids(), background=background, min_confidence=args.min_confidence,
+                     images_per_step=segmenter.batch_size, decode_workers=2, decode_ahead=2 * segmenter.batch_size + 2)
     with distributed.progress(len(todo), enabled=not args.quiet) as bar:
-        paths = [project.image_path(rel) for rel in todo]
-        for rel, out in segment_images(segmenter, paths, project.root, options, failures, bar.update):
+        for result in run.results(segmenter):
+            bar.update(1)
+            if not result.ok:
+                failures.append(Failure(result.key, result.error))
+                continue
             try:
-                doc = project.load_document(rel)
-                doc.set_prediction(to_class_id[out.labels + 1], out.confidence)
-                project.save_document(rel, doc)
+                stored = store_prediction(project, result.key, result.labels, result.confidence)
             except (ChimeraError, OSError) as exc:  # e.g. damaged saved labels: reported, left alone
-                failures.append(Failure(rel, str(exc)))
+                failures.append(Failure(result.key, str(exc)))
             else:
-                saved.append(rel)
+                if stored:
+                    saved.append(result.key)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
 """The class panel: type a class name to add it, and manage the project's ``ClassList``.
 
 It only routes input: every change goes through the ``ClassList`` (which validates it) and the
-panel redraws from the list, so the list stays the single truth. While the user types, a debounced
-``draft_changed`` lets the window preview the class before it exists (live re-segmentation).
-Errors a user can cause (empty or duplicate names) are shown in red under the field, never in a
-dialog: a modal box would break the typing flow.
+panel redraws from the list, so the list stays the single truth. While the user types, a throttled
+``draft_changed`` lets the window preview the class before it exists (live re-segmentation); the
+draft is checked as it is typed with the list's (= the engine's) grammar, so an invalid one is
+never sent to the engine. Errors a user can cause (empty or duplicate names) are shown in red
+under the field, never in a dialog: a modal box would break the typing flow.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from PySide6.QtWidgets import (
 )
 
 from chimera_app.project.classes import ClassList, LabelClass
-from engine import ClassNameError
+from engine.class_names import normalize
+from engine.errors import ClassNameError
 
 __all__ = ["ClassPanel"]
 
@@ -222,7 +224,9 @@ class ClassPanel(QWidget):
     dialog; by default they are a QMessageBox question and a QColorDialog.
     """
 
-    draft_changed = Signal(str)  # throttled text of the field (stripped); "" when cleared (not after an add)
+    # Throttled: the field's text (normalised) while it would be a valid new class; "" when it is
+    # empty or invalid (the reason is shown inline) -- not after an add.
+    draft_changed = Signal(str)
     class_added = Signal(int)
     class_renamed = Signal(int)
     class_removed = Signal(int)
@@ -369,10 +373,16 @@ class ClassPanel(QWidget):
             self._timer.start()
 
     def _emit_draft(self) -> None:
-        text = self.draft()
-        if text != self._draft:
-            self._draft = text
-            self.draft_changed.emit(text)
+        text, preview = self.draft(), ""
+        if text:
+            try:
+                self._classes.check(text)
+                preview = normalize(text)
+            except ClassNameError as exc:  # what Enter would say, said while typing
+                self._show_error(str(exc))
+        if preview != self._draft:
+            self._draft = preview
+            self.draft_changed.emit(preview)
 
     def _on_return(self) -> None:
         self._timer.stop()

@@ -1,8 +1,10 @@
 """Wires one open project to the widgets and the engine: image switching and prefetch, live
 predictions while the user types, tools → edits → repaint, undo/redo, folder pre-labelling.
 
-It holds no state of its own beyond "which request is the latest": the document lives in
-``Session``, pixels in ``Canvas``, the model in the ``EngineClient``'s thread.
+The document lives in ``Session``, pixels in ``Canvas``, the model behind the ``EngineClient``.
+What the controller keeps is view state: the decoded image on screen, the draft class being
+previewed, its own outstanding requests, the uncertain regions of N, and what a cancelled folder
+pre-label left to do.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from chimera_app.editing import tools
 from chimera_app.editing.uncertainty import next_region, uncertain_regions
 from chimera_app.project.document import ImageState, Patch, Region
+from chimera_app.service.prelabel import store_prediction
+from chimera_app.service.requests import PrelabelResult, PrelabelSummary, Segmented
 from chimera_app.session import Session
 from engine import ChimeraError
 from engine.formats.palette import class_color
@@ -32,7 +36,7 @@ class AnnotationController(QObject):
     failed = Signal(str, str)  # kind, message: shown like an engine failure
     state_changed = Signal(str, str)  # rel, ImageState value
     prediction_shown = Signal(str, float)  # rel, seconds from request to repaint
-    prelabel_running = Signal(bool)
+    prelabel_running = Signal(bool)  # a folder pre-label started (True) or ended (False)
 
     def __init__(self, session: Session, client, canvas, class_panel, file_list, parent=None):
         super().__init__(parent)
@@ -40,12 +44,11 @@ class AnnotationController(QObject):
         self.class_panel, self.file_list = class_panel, file_list
         self.project = session.project
         self.rgb: np.ndarray | None = None  # the current image, once decoded
-        self.draft = ""
+        self.draft = ""  # a valid new class being typed (the class panel checks it), previewed
         self._requests: dict[int, tuple[str, bool, float]] = {}  # generation → (rel, is draft, t0)
         self._regions: list[Region] = []
         self._region_index: int | None = None
         self._prelabel_remaining: list[str] = []
-        self._prelabel_ids: list[int] = []
         self._full_res = QTimer(self, singleShot=True, interval=FULL_RES_DELAY_MS)
         self._full_res.timeout.connect(self._settled)
 
@@ -117,7 +120,8 @@ class AnnotationController(QObject):
     # -- predictions ----------------------------------------------------------------------------
     def request_prediction(self, draft: str = "", preview: bool = False) -> None:
         """Ask for a prediction of the current image with the project's classes (+ a draft class
-        being typed: shown, never written to the document). ``preview``: at display resolution."""
+        being typed: shown, never written to the document). ``preview``: at display resolution,
+        shown and never stored."""
         rel = self.session.rel
         if rel is None or self.rgb is None:
             return
@@ -129,8 +133,8 @@ class AnnotationController(QObject):
         if not prompts:
             self._repaint()
             return
-        display = self._display_size() if preview else None
-        generation = self.client.segment(rel, prompts, display, class_ids=ids)
+        generation = self.client.segment(rel, prompts, class_ids=ids, preview=preview,
+                                         display_size=self._display_size() if preview else None)
         self._requests = {g: r for g, r in self._requests.items() if r[0] != rel}  # results only for the newest
         self._requests[generation] = (rel, bool(draft), time.perf_counter())
 
@@ -142,20 +146,20 @@ class AnnotationController(QObject):
         scale = min(1.0, max(view.width() / w, view.height() / h))
         return max(1, round(h * scale)), max(1, round(w * scale))
 
-    def _on_segmented(self, rel: str, generation: int, labels: np.ndarray, confidence: np.ndarray) -> None:
-        request = self._requests.pop(generation, None)
+    def _on_segmented(self, result: Segmented) -> None:
+        rel, labels = result.key, result.labels
+        request = self._requests.pop(result.generation, None)
         if request is None or rel != self.session.rel:
             return  # superseded while it ran, or the user moved on
         _, is_draft, started = request
         doc = self.session.doc
-        if labels.shape != doc.labels.shape:  # a display-resolution preview: shown, never stored
-            size = (doc.labels.shape[1], doc.labels.shape[0])
-            self.canvas.set_labels(self.session.preview(cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)),
-                                   self._colors(), self._hidden())
-        elif is_draft:
+        if result.preview or is_draft:  # shown, never stored
+            if labels.shape != doc.labels.shape:  # scored at display resolution
+                size = (doc.labels.shape[1], doc.labels.shape[0])
+                labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
             self.canvas.set_labels(self.session.preview(labels), self._colors(), self._hidden())
         else:
-            self.session.set_prediction(labels, confidence)
+            self.session.set_prediction(labels, result.confidence)
             self._repaint()
             self.canvas.set_confidence(self.session.doc.confidence)
             self._regions, self._region_index = [], None
@@ -163,19 +167,16 @@ class AnnotationController(QObject):
         self.prediction_shown.emit(rel, time.perf_counter() - started)
 
     def _on_draft(self, text: str) -> None:
-        self.draft = text.strip()
-        self.request_prediction(self._valid_draft(), preview=True)
+        """``text``: a draft the class panel found valid as a new class, or "" (none, or invalid:
+        the panel shows why, inline)."""
+        self.draft = text
+        self.request_prediction(self.draft, preview=True)
         self._full_res.start()
 
     def _settled(self) -> None:
-        """Typing paused: the same request at full resolution."""
-        self.request_prediction(self._valid_draft())
-
-    def _valid_draft(self) -> str:
-        """The text being typed if it would be a new class, else "" (a known phrase is no preview)."""
-        known = {p.casefold() for c in self.project.classes for p in c.phrases}
-        new = not any(p.strip().casefold() in known for p in self.draft.split(";") if p.strip())
-        return self.draft if self.draft and new else ""
+        """Typing paused: the same request at full resolution and with the full prompt ensemble
+        (still a draft: shown, not stored)."""
+        self.request_prediction(self.draft)
 
     def _on_classes_changed(self, *_) -> None:
         self.project.save_meta()
@@ -323,15 +324,15 @@ class AnnotationController(QObject):
         if not resume or not self._prelabel_remaining:
             self._prelabel_remaining = [rel for rel in self.project.images()
                                         if self.project.state(rel) != ImageState.VERIFIED]
-        self._prelabel_ids = [c.id for c in classes]
         items = [(rel, self.project.root / rel) for rel in self._prelabel_remaining]
-        self.client.prelabel(items, [c.prompt for c in classes], class_ids=self._prelabel_ids)
-        self.prelabel_running.emit(True)
+        if self.client.prelabel(items, [c.prompt for c in classes], class_ids=[c.id for c in classes]):
+            self.prelabel_running.emit(True)
 
     def cancel_prelabel(self) -> None:
         self.client.cancel_prelabel()
 
-    def _on_prelabel_result(self, rel: str, ids: np.ndarray, confidence: np.ndarray) -> None:
+    def _on_prelabel_result(self, result: PrelabelResult) -> None:
+        rel, ids, confidence = result.key, result.labels, result.confidence
         if rel in self._prelabel_remaining:
             self._prelabel_remaining.remove(rel)
         if rel == self.session.rel:
@@ -339,20 +340,14 @@ class AnnotationController(QObject):
                 self.session.set_prediction(ids, confidence)
                 self._repaint()
         else:  # loaded, merged and written on the saver thread: the GUI never waits on PNGs
-            self.session.saver.submit(lambda: self._store_prediction(rel, ids, confidence))
+            self.session.saver.submit(lambda: store_prediction(self.project, rel, ids, confidence))
         self.state_changed.emit(rel, ImageState.PREDICTED.value)
 
-    def _store_prediction(self, rel: str, ids: np.ndarray, confidence: np.ndarray) -> None:
-        doc = self.project.load_document(rel)
-        if doc.state != ImageState.VERIFIED:
-            doc.set_prediction(ids, confidence)
-            self.project.save_document(rel, doc)
-
-    def _on_prelabel_finished(self, summary: dict) -> None:
+    def _on_prelabel_finished(self, summary: PrelabelSummary) -> None:
         self.prelabel_running.emit(False)
-        failed = summary.get("failed", [])
-        text = "Pre-label cancelled" if summary.get("cancelled") else "Pre-label finished"
-        text += f": {summary.get('done', 0)} images"
+        failed = summary.failed
+        text = "Pre-label cancelled" if summary.cancelled else "Pre-label finished"
+        text += f": {summary.done} images"
         if failed:
             text += f", {len(failed)} failed ({failed[0][0]}: {failed[0][1]})"
         self.message.emit(text)

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from chimera_app.project.store import Project
+from chimera_app.service.requests import ModelLoaded
 from chimera_app.session import Session
 from chimera_app.ui import shortcuts
 from chimera_app.ui.canvas import Canvas
@@ -55,9 +56,14 @@ class MainWindow(QMainWindow):
         self._dock("Classes", self.class_panel, Qt.LeftDockWidgetArea)
         self._dock("Images", self.file_list, Qt.RightDockWidgetArea)
         self.device_label, self.state_label, self.zoom_label = QLabel("no model"), QLabel(""), QLabel("")
-        for label in (self.state_label, self.zoom_label, self.device_label):
+        self.cursor_label = QLabel("")  # image pixel under the pointer
+        for label in (self.cursor_label, self.state_label, self.zoom_label, self.device_label):
             self.statusBar().addPermanentWidget(label)
         self.canvas.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f} %"))
+        self.canvas.cursor_moved.connect(lambda x, y: self.cursor_label.setText(f"x {int(x)}  y {int(y)}"))
+        self.canvas.brush_radius_changed.connect(
+            lambda r: self.statusBar().showMessage(f"Brush radius {r:.0f} px", 1500))
+        self._model_dialog = None  # made on first use, then reused
         self.client.model_loaded.connect(self._on_model_loaded)
         self.client.failed.connect(self._on_failed)
         self.actions_by_name: dict[str, QAction] = {}
@@ -193,8 +199,7 @@ class MainWindow(QMainWindow):
         self.actions_by_name[name].setChecked(True)
 
     def _brush(self, factor: float) -> None:
-        self.canvas.brush_radius = max(1.0, min(500.0, self.canvas.brush_radius * factor))
-        self.statusBar().showMessage(f"Brush radius {self.canvas.brush_radius:.0f} px", 1500)
+        self.canvas.brush_radius = self.canvas.brush_radius * factor  # the canvas clamps and reports it
 
     def _set_min_confidence(self, value: float) -> None:
         if self.controller is not None:
@@ -244,6 +249,8 @@ class MainWindow(QMainWindow):
         self.controller.failed.connect(self._on_failed)
         self.controller.state_changed.connect(self._on_state_changed)
         self.controller.prediction_shown.connect(self._on_prediction_shown)
+        self.controller.prelabel_running.connect(self._on_prelabel_running)
+        self._on_prelabel_running(False)
         self.session.protect_others = self.actions_by_name["protect"].isChecked()
         self.setWindowTitle(f"Chimera — {images}")
         self.load_model(model or project.model or DEFAULT_MODEL)
@@ -276,9 +283,9 @@ class MainWindow(QMainWindow):
         self.device_label.setText(f"loading {name}…")
         self.client.load_model(name, device or self.device, self.precision)
 
-    def _on_model_loaded(self, info: dict) -> None:
-        self.device_label.setText(f"{info.get('name')} · {info.get('device')}")
-        self.device_label.setToolTip(info.get("reason", ""))
+    def _on_model_loaded(self, info: ModelLoaded) -> None:
+        self.device_label.setText(f"{info.name} · {info.device}")
+        self.device_label.setToolTip(info.reason)
         if self.project is not None:
             self.project.model = self.model_name
             self.project.save_meta()
@@ -288,7 +295,7 @@ class MainWindow(QMainWindow):
     def _on_failed(self, kind: str, message: str) -> None:
         if kind == "model":
             self.device_label.setText("no model")
-        if self.findChild(QDialog) is not None and self.findChild(QDialog).isVisible():
+        if any(dialog.isVisible() for dialog in self.findChildren(QDialog)):
             return  # an open dialog (e.g. a download) shows its own errors
         QMessageBox.warning(self, f"Chimera: {kind} error", message)
 
@@ -304,11 +311,20 @@ class MainWindow(QMainWindow):
     def _on_prediction_shown(self, rel: str, seconds: float) -> None:
         self.predictions_shown += 1
 
+    def _on_prelabel_running(self, running: bool) -> None:
+        """One folder pre-label at a time: while one runs, only Cancel is offered."""
+        self.actions_by_name["prelabel"].setEnabled(not running)
+        self.actions_by_name["resume_prelabel"].setEnabled(not running)
+        self.actions_by_name["cancel_prelabel"].setEnabled(running)
+
     # -- dialogs --------------------------------------------------------------------------------
     def choose_model(self) -> None:
         from chimera_app.ui.dialogs import ModelDialog
 
-        dialog = ModelDialog(self.client, current=self.model_name or DEFAULT_MODEL, parent=self)
+        if self._model_dialog is None:  # one dialog: its connections to the client are made once
+            self._model_dialog = ModelDialog(self.client, parent=self)
+        dialog = self._model_dialog
+        dialog.set_model_name(self.model_name or DEFAULT_MODEL)
         if dialog.exec():
             self.device, self.precision = dialog.device(), dialog.precision()
             self.load_model(dialog.model_name(), self.device)

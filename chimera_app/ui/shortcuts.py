@@ -1,7 +1,8 @@
 """Every keyboard shortcut and mouse gesture of the app, as data. Qt-free.
 
-The main window binds its actions from ``window_shortcuts()`` and ``ShortcutSheet`` (dialogs.py)
-lists ``SHORTCUTS``, so what the sheet says and what the keys do cannot drift apart. Keys are
+The main window gives each of its actions the keys ``keys_for(action)`` returns, and
+``ShortcutSheet`` (dialogs.py) lists ``SHORTCUTS``, so what the sheet says and what the keys do cannot
+drift apart (a test checks that every ``window_shortcuts()`` row has its action in the window). Keys are
 ``QKeySequence`` portable text ("Ctrl+Shift+Z"); an action may have several ("Ctrl+Y" for redo).
 
 Scopes: ``WINDOW`` rows are window-wide actions the main window binds; ``CLASS_PANEL`` rows are

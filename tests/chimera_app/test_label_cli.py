@@ -15,7 +15,8 @@ from pycocotools.cocoeval import COCOeval
 
 from engine.formats.coco import validate_coco
 from engine.formats.png_masks import read_index_png
-from chimera_app.label_cli import main, split_class_list
+from chimera_app.label_cli import main
+from engine.class_names import split_class_list
 from engine import load_image, load_segmenter
 
 CLASSES = "red disc,green; grass,blue sky"

@@ -76,6 +76,23 @@ def test_typing_a_class_previews_it_then_enter_adds_it(window, qtbot):
     assert window.project.classes.by_id(draft_id).name == "square"
 
 
+@pytest.mark.parametrize("draft", ["Circle", "circle  ", "big  car", "cat; cat", "star; STAR"])
+def test_an_invalid_draft_is_explained_inline_and_never_sent(window, qtbot, messages, draft):
+    """The panel checks a draft with the engine's own grammar: no modal box, no failing request."""
+    window.class_panel.entry.setText("big car")
+    qtbot.keyClick(window.class_panel.entry, "\r")
+    sent = []
+    real = window.client.segment
+    window.client.segment = lambda key, prompts, **kw: sent.append(list(prompts)) or real(key, prompts, **kw)
+    failures = []
+    window.client.failed.connect(lambda kind, text: failures.append(text))
+    window.class_panel.entry.setText(draft)  # pasted: typed prefixes such as "Circ" would be valid drafts
+    qtbot.wait(500)  # the throttle, the full-resolution timer and any answer
+    assert window.class_panel.error_text() and messages == [] and failures == []
+    known = {p.casefold() for c in window.project.classes for p in c.phrases}
+    assert all(p.casefold() in known for prompts in sent for p in prompts)  # only the project's classes
+
+
 def test_brush_paints_exactly_the_stroke_and_undo_redo_are_bit_exact(window):
     doc = window.session.doc
     before = doc.labels.copy(), doc.provenance.copy(), doc.state
@@ -159,6 +176,28 @@ def test_bad_image_is_reported_and_loses_nothing(qtbot, tmp_path, messages):
     window.close()
 
 
+def test_every_window_shortcut_has_its_action(window):
+    from chimera_app.ui import shortcuts
+
+    assert {s.action for s in shortcuts.window_shortcuts()} <= set(window.actions_by_name)
+
+
+def test_the_status_bar_follows_the_pointer_and_the_brush(window, qtbot):
+    window.canvas.cursor_moved.emit(12.7, 30.2)
+    assert window.cursor_label.text() == "x 12  y 30"
+    window.actions_by_name["brush_larger"].trigger()
+    assert "Brush radius" in window.statusBar().currentMessage()
+
+
+def test_the_model_dialog_is_made_once(window, monkeypatch):
+    from chimera_app.ui.dialogs import ModelDialog
+
+    monkeypatch.setattr(ModelDialog, "exec", lambda self: 0)
+    window.choose_model()
+    window.choose_model()
+    assert len(window.findChildren(ModelDialog)) == 1
+
+
 def test_actions_carry_the_product_shortcuts(window):
     keys = {name: [s.toString() for s in action.shortcuts()] for name, action in window.actions_by_name.items()}
     assert "D" in keys["next_image"] and "A" in keys["previous_image"]
@@ -185,13 +224,16 @@ def test_prelabel_folder_skips_verified_images(window, qtbot):
     window.canvas.rectangle_finished.emit(1.0, 1.0, 8.0, 8.0)  # img0 becomes human-verified
     finished = []
     window.client.prelabel_finished.connect(finished.append)
-    window.actions_by_name["prelabel"].trigger()
+    actions = window.actions_by_name
+    actions["prelabel"].trigger()
+    assert not actions["prelabel"].isEnabled() and actions["cancel_prelabel"].isEnabled()  # one at a time
     qtbot.waitUntil(lambda: bool(finished), timeout=WAIT)
     window.session.saver.flush()
     project = window.project
     assert project.state("img0.png") == ImageState.VERIFIED
     assert project.state("img1.png") == project.state("img2.png") == ImageState.PREDICTED
-    assert finished[0]["total"] == 2
+    assert finished[0].total == 2
+    assert actions["prelabel"].isEnabled() and not actions["cancel_prelabel"].isEnabled()
 
 
 

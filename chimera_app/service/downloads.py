@@ -1,0 +1,43 @@
+"""Fetching CLIP weights with progress and cancel (the app's model dialog, ``chimera-label --download``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.errors import ModelNameError
+from engine.model_names import parse_model_name
+
+
+class DownloadCancelled(BaseException):
+    """Raised from a progress callback to stop a download. A BaseException on purpose: the hub client
+    and ``fetch_weights`` catch ``Exception`` to try other file names, which must not swallow a cancel."""
+
+
+class Progress:
+    """A download progress callback: forwards at most every ``interval`` s (and the last call) and
+    raises DownloadCancelled once ``cancel`` is set, which stops the download inside the hub client."""
+
+    def __init__(self, emit: Callable[[int, int], None], cancel: threading.Event, interval: float = 0.05):
+        self._emit, self._cancel, self._interval, self._last = emit, cancel, interval, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._cancel.is_set():
+            raise DownloadCancelled()
+        now = time.monotonic()
+        if now - self._last >= self._interval or (total and done >= total):
+            self._last = now
+            self._emit(int(done), int(total))
+
+
+def fetch_clip_weights(model: str, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Download the CLIP weights model name ``model`` (``clip:`` or ``chimera:``) needs into the
+    Hugging Face cache, or find them there; returns the local file."""
+    from engine import clip_loading  # here: it imports torch and open_clip
+
+    name = parse_model_name(model)
+    if name.clip is None:
+        raise ModelNameError(f"{model!r} has no CLIP weights to download: give a clip:<arch>/<tag> model")
+    return Path(clip_loading.fetch_weights(clip_loading.ClipSpec.parse(name.clip), progress))
