@@ -183,14 +183,14 @@ class CocoFormatError(ChimeraError, ValueError):
 class _PolygonBudget:
     """Outline pixels pycocotools may walk for one file (it rasterises polygons along the outline)."""
 
-    def __init__(self, limit: int = limits.MAX_COCO_POLYGON_PERIMETER) -> None:
-        self.left = limit
+    def __init__(self) -> None:
+        self.limit = self.left = limits.MAX_COCO_POLYGON_PERIMETER
 
     def spend(self, pixels: float) -> None:
         self.left -= pixels
         if self.left < 0:
-            raise limits.LimitError(f"the file's polygons have more than {limits.MAX_COCO_POLYGON_PERIMETER:,} "
-                                    "pixels of outline in all (the limit for one file)")
+            raise limits.LimitError(f"the file's polygons have more than {self.limit:,} pixels of outline "
+                                    "in all (the limit for one file)")
 
 
 def _check_polygons(polygons: list, height: int, width: int, budget: _PolygonBudget | None) -> None:
