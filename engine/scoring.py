@@ -17,6 +17,9 @@ import dataclasses
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from engine import pamr
 
 BAND_ELEMENTS = 1 << 20  # floats per upsampled band (4 MB in fp32; also measured faster than 32 MB)
 
@@ -31,6 +34,10 @@ class ScoringRule:
       softmax, but pixels they win are unlabeled.
     - ``calibration`` (γ of PAPER.md §5): subtracted from the probabilities of ``seen`` classes
       before the argmax, to counter a trained model's bias towards the classes it was trained on.
+    - ``min_area``: the area rule of SCLIP's VOC/Context protocol — a class that wins less than this
+      share of the labelled pixels is dropped and its pixels go to their next best class.
+    - ``refine_steps``: PAMR steps on the image's colours (``engine.pamr``; 0 = off), applied to the
+      logits at the scoring resolution (the encoded image's size, or ``output_size`` if smaller).
     """
 
     logit_scale: float
@@ -38,6 +45,8 @@ class ScoringRule:
     num_background: int = 0
     calibration: float = 0.0
     seen: tuple[bool, ...] = ()
+    min_area: float = 0.0
+    refine_steps: int = 0
 
 
 def _axis_weights(out_len: int, in_len: int, device: torch.device):
@@ -50,14 +59,45 @@ def _axis_weights(out_len: int, in_len: int, device: torch.device):
     return i0, i1, 1 - w1, w1
 
 
+def _refined(logits: torch.Tensor, guide: torch.Tensor, rule: ScoringRule,
+             out_size: tuple[int, int]) -> torch.Tensor:
+    """Grid logits ``K x h x w`` → PAMR-refined logits at the scoring resolution."""
+    gh, gw = guide.shape[-2:]
+    height, width = (gh, gw) if gh * gw <= out_size[0] * out_size[1] else out_size
+    image = guide.float()
+    if (height, width) != (gh, gw):
+        image = F.interpolate(image[None], size=(height, width), mode="area")[0]
+    logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    return pamr.refine(image, logits, rule.refine_steps)
+
+
+def _drop_small_classes(logits: torch.Tensor, rule: ScoringRule) -> torch.Tensor:
+    """The area rule: classes winning < ``min_area`` of the labelled pixels lose all their pixels."""
+    num_classes = logits.shape[0] - rule.num_background
+    best = logits.argmax(dim=0).flatten()
+    counts = torch.bincount(best, minlength=logits.shape[0])[:num_classes].float()
+    labelled = counts.sum()
+    if labelled == 0:
+        return logits
+    small = counts < rule.min_area * labelled
+    small[counts.argmax()] = False  # the largest class always stays
+    if not bool(small.any()):
+        return logits
+    logits = logits.clone()
+    logits[:num_classes][small] = -1e9  # finite: the bilinear upsampling multiplies by zero weights
+    return logits
+
+
 def label_maps(features: torch.Tensor, text: torch.Tensor, size: tuple[int, int],
-               rule: ScoringRule, output_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+               rule: ScoringRule, output_size: tuple[int, int] | None = None,
+               guide: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features ``C x h x w`` and unit text embeddings ``K x C`` → (labels, confidence).
 
     ``labels``: ``H x W`` int32 index into the non-background classes, -1 = unlabeled.
     ``confidence``: ``H x W`` float32 in [0, 1], the softmax probability of the best class.
     ``H x W`` is ``size`` (the image's), or ``output_size`` when given (the grid spans the whole
     image either way, so a smaller ``output_size`` is the same map at a lower resolution).
+    ``guide``: the image at the encoding size, ``3 x H' x W'`` (needed for ``rule.refine_steps``).
     """
     height, width = output_size if output_size is not None else size
     if height < 1 or width < 1:
@@ -67,6 +107,10 @@ def label_maps(features: torch.Tensor, text: torch.Tensor, size: tuple[int, int]
         raise ValueError("at least one class besides the background prompts is needed")
     device = features.device
     logits = torch.einsum("chw,kc->khw", features.float(), text.to(device).float()) * rule.logit_scale
+    if rule.refine_steps > 0 and guide is not None:
+        logits = _refined(logits, guide.to(device), rule, (height, width))
+    if rule.min_area > 0:
+        logits = _drop_small_classes(logits, rule)
     x0, x1, wx0, wx1 = _axis_weights(width, logits.shape[2], device)
     logits = logits[:, :, x0] * wx0 + logits[:, :, x1] * wx1  # K x h x W
     y0, y1, wy0, wy1 = _axis_weights(height, logits.shape[1], device)

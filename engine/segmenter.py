@@ -33,6 +33,7 @@ class ImageFeatures:
 
     features: torch.Tensor  # C x h x w (average of unit window features), on the model's device
     size: tuple[int, int]  # (height, width) of the original image
+    guide: torch.Tensor | None = None  # 3 x H' x W' uint8: the image at the encoding size (for PAMR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +69,22 @@ class Segmenter:
         cache_images: how many encoded images the LRU keeps.
         min_confidence: default unlabeled rule (see ``engine.scoring.ScoringRule``).
         calibration: default γ, subtracted from the probabilities of the model's seen classes.
+        min_area: default area rule (classes winning less than this share of the labelled pixels
+            are dropped), 0 = off.
+        refine: PAMR steps on the image's colours by default (0 = off; ``engine.pamr``).
     """
 
     def __init__(self, model: SegmentationModel, device: DeviceChoice, batch_size: int = 4,
-                 cache_images: int = 8, min_confidence: float = 0.0, calibration: float = 0.0):
+                 cache_images: int = 8, min_confidence: float = 0.0, calibration: float = 0.0,
+                 min_area: float = 0.0, refine: int = 0):
         self.model = model
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.cache_images = max(1, int(cache_images))
         self.min_confidence = min_confidence
         self.calibration = calibration
+        self.min_area = min_area
+        self.refine = int(refine)
         model.place(device.device, device.dtype)
         window = min(model.inference.window, model.inference.short_side)
         settled = precision.settle(device, model.encoder, model.name, (self.batch_size, 3, window, window))
@@ -102,11 +109,13 @@ class Segmenter:
     def encode(self, images: Sequence[np.ndarray]) -> list[ImageFeatures]:
         """Encode several images, batching their windows together (no caching)."""
         stride, cfg = self.model.output_stride, self.model.inference
-        grids, crops = [], []  # crops: (image index, top, left, 3 x h x w tensor)
+        grids, crops, guides = [], [], []  # crops: (image index, top, left, 3 x h x w tensor)
         for index, rgb in enumerate(images):
             check_rgb(rgb)
             size = tiling.encode_size(rgb.shape[0], rgb.shape[1], cfg, stride)
-            tensor = tiling.to_tensor(tiling.resize_for_encoding(rgb, size), self.model.mean, self.model.std)
+            resized = tiling.resize_for_encoding(rgb, size)
+            guides.append(torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).contiguous())
+            tensor = tiling.to_tensor(resized, self.model.mean, self.model.std)
             grids.append((size[0] // stride, size[1] // stride))
             crops.extend((index, y, x, tensor[:, y:y + h, x:x + w])
                          for y, x, h, w in tiling.windows(*size, cfg, stride))
@@ -123,7 +132,7 @@ class Segmenter:
                         canvases[index] = tiling.FeatureCanvas(feat.shape[0], grids[index], stride, feat.device)
                     canvases[index].add(feat, y, x)
         self.images_encoded += len(images)
-        return [ImageFeatures(canvases[i].result(), rgb.shape[:2]) for i, rgb in enumerate(images)]
+        return [ImageFeatures(canvases[i].result(), rgb.shape[:2], guides[i]) for i, rgb in enumerate(images)]
 
     @torch.inference_mode()
     def _forward(self, crops: torch.Tensor) -> torch.Tensor:
@@ -163,13 +172,15 @@ class Segmenter:
     # -- scoring --------------------------------------------------------------------------------
     def segment(self, classes: Sequence[str], *, background: Sequence[str] = (),
                 min_confidence: float | None = None, calibration: float | None = None,
+                min_area: float | None = None, refine: int | None = None,
                 features: ImageFeatures | None = None,
                 output_size: tuple[int, int] | None = None, quick_text: bool = False) -> Segmentation:
         """Label every pixel of the current image (or of ``features``) with one of ``classes``.
 
         ``background``: extra phrases that compete with the classes but whose pixels stay unlabeled
-        (e.g. ``["sky", "wall"]`` when only the objects matter). ``min_confidence`` and
-        ``calibration`` override the segmenter's defaults for this call. ``output_size`` ``(h, w)``
+        (e.g. ``["sky", "wall"]`` when only the objects matter; ``engine.background`` has the stuff
+        words these papers use). ``min_confidence``, ``calibration``, ``min_area`` and ``refine``
+        (PAMR steps) override the segmenter's defaults for this call. ``output_size`` ``(h, w)``
         scores the whole image at that resolution instead of its own (a quick preview at screen
         size while the user types); the maps then have that shape. ``quick_text``: classes whose
         embeddings are not cached yet are embedded with one template instead of the ensemble (the
@@ -185,8 +196,10 @@ class Segmenter:
             min_confidence=self.min_confidence if min_confidence is None else min_confidence,
             num_background=len(background),
             calibration=self.calibration if calibration is None else calibration,
-            seen=tuple(any(p.casefold() in seen for p in phrases) for phrases in parsed[:len(classes)]))
-        labels, confidence = label_maps(feats.features, text, feats.size, rule, output_size)
+            seen=tuple(any(p.casefold() in seen for p in phrases) for phrases in parsed[:len(classes)]),
+            min_area=self.min_area if min_area is None else min_area,
+            refine_steps=self.refine if refine is None else int(refine))
+        labels, confidence = label_maps(feats.features, text, feats.size, rule, output_size, feats.guide)
         return Segmentation(labels, confidence, classes)
 
 
