@@ -30,11 +30,14 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import ChimeraError
+from engine.model_names import BUNDLED as BUNDLED_NAMES
+from engine.model_names import DEFAULT_METHOD, ModelName, parse_model_name
 
 __all__ = ["CLIP_EXAMPLES", "DEVICES", "PRECISIONS", "ModelDialog"]
 
-BUNDLED = (("shapes-chimera", "Bundled shapes model, Chimera-Seg (offline demo)"),
-           ("shapes-clip", "Bundled shapes model, dense CLIP (offline demo)"))
+BUNDLED_TEXT = {"shapes-chimera": "Bundled shapes model, Chimera-Seg (offline demo)",
+                "shapes-clip": "Bundled shapes model, dense CLIP (offline demo)"}
+BUNDLED = tuple((name, BUNDLED_TEXT[name]) for name in sorted(BUNDLED_NAMES, key=list(BUNDLED_TEXT).index))
 CLIP_EXAMPLES = ("ViT-B-16/openai", "ViT-L-14/openai", "ViT-B-16/laion2b_s34b_b88k")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -51,11 +54,17 @@ def default_cache_dir() -> Path:
     return hf_cache_dir()
 
 
-def default_cached_file(spec: str) -> Path | None:
-    """The cached weights of ``<arch>/<tag>``; raises ChimeraError for an unknown arch or tag."""
+def default_cached_file(model: ModelName) -> Path | None:
+    """The cached weights of a ``clip:`` model; raises ChimeraError for an unknown arch or tag."""
     from engine.clip_loading import ClipSpec, cached_weights_file
 
-    return cached_weights_file(ClipSpec.parse(spec))
+    return cached_weights_file(ClipSpec.parse(model.clip))
+
+
+def clip_field(model: ModelName) -> str:
+    """What the CLIP field shows for a ``clip:`` model: ``<arch>/<weights>``, ``+<method>`` unless
+    it is the default."""
+    return model.clip + ("" if model.method == DEFAULT_METHOD else f"+{model.method}")
 
 
 def _open_file(parent: QWidget, title: str, filter_: str) -> str:
@@ -69,7 +78,7 @@ class ModelDialog(QDialog):
 
     def __init__(self, client=None, current: str | None = None, device: str = "auto", precision: str = "auto",
                  parent: QWidget | None = None, *, cache_dir: Callable[[], Path] = default_cache_dir,
-                 cached_file: Callable[[str], Path | None] = default_cached_file,
+                 cached_file: Callable[[ModelName], Path | None] = default_cached_file,
                  open_file: Callable[[QWidget, str, str], str] = _open_file) -> None:
         super().__init__(parent)
         self.setWindowTitle("Model")
@@ -166,14 +175,17 @@ class ModelDialog(QDialog):
     # -- the choice -----------------------------------------------------------------------------
     def set_model_name(self, name: str) -> None:
         """Preselect ``name`` (as EngineClient.load_model takes it)."""
-        name = name.strip()
-        if name.startswith("clip:"):
-            self.clip_edit.setText(name[5:])
+        try:
+            model = parse_model_name(name)
+        except ChimeraError:  # e.g. a checkpoint path that is gone: shown as such, with its status
+            model = ModelName("checkpoint", path=name.strip())
+        if model.kind == "clip":
+            self.clip_edit.setText(clip_field(model))
             self._choose("clip")
-        elif name in self.radios:
-            self._choose(name)
-        else:
-            self.checkpoint_edit.setText(name)
+        elif model.kind == "bundled" and model.path in self.radios and model.method is None:
+            self._choose(model.path)
+        else:  # a checkpoint, or a name the radios have no field for (chimera:..., shapes-clip+sclip)
+            self.checkpoint_edit.setText(str(model))
             self._choose("checkpoint")
 
     def choice(self) -> str:
@@ -198,8 +210,12 @@ class ModelDialog(QDialog):
         """CLIP weights from a file (offline machines): keeps the architecture typed before."""
         path = self._open_file(self, "CLIP weights file", WEIGHT_FILTER)
         if path:
-            arch = self.clip_edit.text().strip().partition("/")[0] or CLIP_EXAMPLES[0].partition("/")[0]
-            self.clip_edit.setText(f"{arch}/{Path(path).resolve()}")
+            try:
+                current = parse_model_name("clip:" + self.clip_edit.text().strip())
+            except ChimeraError:
+                current = parse_model_name("clip:" + CLIP_EXAMPLES[0])
+            local = ModelName("clip", arch=current.arch, weights=str(Path(path).resolve()), method=current.method)
+            self.clip_edit.setText(clip_field(local))
 
     def browse_checkpoint(self) -> None:
         path = self._open_file(self, "Chimera checkpoint", CHECKPOINT_FILTER)
@@ -227,17 +243,18 @@ class ModelDialog(QDialog):
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(level != ERROR and not busy)
 
     def _clip_status(self, spec: str) -> tuple[str, str]:
-        """(message, level) of ``<arch>/<tag|random|file>``; level INFO means "downloadable"."""
-        arch, _, weights = spec.partition("/")
-        if not arch or not weights:
+        """(message, level) of ``<arch>/<tag|random|file>[+method]``; level INFO means "downloadable"."""
+        try:
+            model = parse_model_name("clip:" + spec)
+        except ChimeraError:
             return "type <architecture>/<tag>, e.g. " + CLIP_EXAMPLES[0], ERROR
-        if weights == "random":
+        if model.weights == "random":
             return "random weights (for tests; nothing to download)", OK
-        if "/" in weights or weights.lower().endswith((".safetensors", ".bin", ".pt", ".pth")):
-            path = Path(weights).expanduser()
+        if model.is_local_file:
+            path = Path(model.weights).expanduser()
             return (f"local file {path}", OK) if path.is_file() else (f"file not found: {path}", ERROR)
         try:
-            hit = self._cached_file(spec)
+            hit = self._cached_file(model)
         except ChimeraError as exc:
             return str(exc), ERROR
         if hit is not None:
