@@ -11,21 +11,21 @@ from engine.errors import ModelNameError
 from engine.model_names import parse_model_name
 
 
-class DownloadCancelled(BaseException):
+class StopDownload(BaseException):
     """Raised from a progress callback to stop a download. A BaseException on purpose: the hub client
     and ``fetch_weights`` catch ``Exception`` to try other file names, which must not swallow a cancel."""
 
 
 class Progress:
     """A download progress callback: forwards at most every ``interval`` s (and the last call) and
-    raises DownloadCancelled once ``cancel`` is set, which stops the download inside the hub client."""
+    raises StopDownload once ``cancel`` is set, which stops the download inside the hub client."""
 
     def __init__(self, emit: Callable[[int, int], None], cancel: threading.Event, interval: float = 0.05):
         self._emit, self._cancel, self._interval, self._last = emit, cancel, interval, 0.0
 
     def __call__(self, done: int, total: int) -> None:
         if self._cancel.is_set():
-            raise DownloadCancelled()
+            raise StopDownload()
         now = time.monotonic()
         if now - self._last >= self._interval or (total and done >= total):
             self._last = now

@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from chimera_app.service.caches import RgbCache
-from chimera_app.service.downloads import DownloadCancelled, Progress, fetch_clip_weights
+from chimera_app.service.downloads import Progress, StopDownload, fetch_clip_weights
 from chimera_app.service.errors import error_kind, recover
 from chimera_app.service.job_queue import JobQueue
 from chimera_app.service.memory import release_free_memory
 from chimera_app.service.prelabel import Prelabeler, to_class_ids
 from chimera_app.service.requests import (
-    DownloadCancelled as DownloadCancelledResult,
+    DownloadCancelled,
     DownloadFinished,
     DownloadProgress,
     EncodeAhead,
@@ -193,8 +193,8 @@ class EngineService:
             arrival, request = job
             try:
                 handlers[type(request)](request, arrival)
-            except DownloadCancelled:
-                self.emit(DownloadCancelledResult())
+            except StopDownload:
+                self.emit(DownloadCancelled())
             except Exception as exc:  # the engine thread survives everything; the GUI shows what broke
                 kind, message = recover(exc, type(request).__name__)
                 if isinstance(request, ShowImage):
@@ -261,11 +261,11 @@ class EngineService:
 
     def _encode_ahead(self, request: EncodeAhead, arrival: int) -> None:
         key, segmenter = request.key, self.segmenter
+        if segmenter is None or segmenter.is_cached(key) or key in self._encoding:  # only this thread adds
+            return
+        rgb = self._image(key)
+        future = self._background.submit(lambda: segmenter.encode([rgb])[0])
         with self._lock:
-            if segmenter is None or segmenter.is_cached(key) or key in self._encoding:
-                return
-            rgb = self._image(key)
-            future = self._background.submit(lambda: segmenter.encode([rgb])[0])
             self._encoding[key] = future
         future.add_done_callback(lambda f: self.queue.put(StoreFeatures(key, f, segmenter)))
 
@@ -326,8 +326,8 @@ class EngineService:
         try:
             path = fetch_clip_weights(spec, Progress(lambda d, t: self.emit(DownloadProgress(d, t)),
                                                      self._cancel_download))
-        except DownloadCancelled:
-            self.emit(DownloadCancelledResult())
+        except StopDownload:
+            self.emit(DownloadCancelled())
         except Exception as exc:  # noqa: BLE001 -- reported by kind; the app goes on
             self.emit(Failed(*error_kind(exc)))
         else:

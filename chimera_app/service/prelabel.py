@@ -18,10 +18,10 @@ What it decides once for every caller:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-import threading
 
 import numpy as np
 

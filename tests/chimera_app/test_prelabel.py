@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from chimera_app.project import ImageState, Project, Provenance, Region
-from chimera_app.service.engine_service import EngineService
 from chimera_app.service.prelabel import DecodeAhead, Prelabeler, store_prediction
 from chimera_app.service.requests import Failed, PrelabelProgress, PrelabelResult, PrelabelSummary
 from engine import ClassNameError, Segmenter, load_image
