@@ -1,7 +1,7 @@
 """The app's engine, Qt-free: one engine thread runs typed requests; results go to a callback.
 
     service = EngineService(emit=results.append)         # emit is called on the service's threads
-    threading.Thread(target=service.run).start()         # the engine thread (the Qt adapter uses a QThread)
+    threading.Thread(target=service.run).start()         # the engine thread
     service.submit(LoadModel("shapes-chimera"))          # -> ModelLoaded | Failed
     service.submit(ShowImage("a.png", path))             # -> ImageReady | ImageFailed + Failed
     service.submit(Segment("a.png", ("cat",), generation=1))   # -> Segmented

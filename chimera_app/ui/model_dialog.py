@@ -2,8 +2,8 @@
 
 Model downloads are where other tools leave users stuck, so this dialog says where the weights go
 (the Hugging Face cache), whether they are already there, shows progress with a Cancel, and offers a
-local file for offline machines. The download itself runs in the engine thread (``EngineClient``);
-this dialog only starts it and listens to its signals.
+local file for offline machines. The download itself runs on a thread of the engine service
+(through ``EngineClient``); this dialog only starts it and listens to its signals.
 """
 
 from __future__ import annotations
