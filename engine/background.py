@@ -8,7 +8,10 @@ prompts equals these papers' rule of taking, per class, the best of its words.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
+
+from engine.class_names import split_phrases
 
 PRESETS = ("stuff",)
 
@@ -19,11 +22,16 @@ def preset_words(name: str) -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def background_prompts(spec: str | None) -> list[str]:
-    """``"stuff"`` → the preset words; ``"sky, wall"`` → ``["sky", "wall"]``; empty → ``[]``."""
+def background_prompts(spec: str | None, classes: Sequence[str] = ()) -> list[str]:
+    """``"stuff"`` → the preset words; ``"sky, wall"`` → ``["sky", "wall"]``; empty → ``[]``.
+
+    Words that are also a phrase of one of ``classes`` are left out: the class owns them (with
+    "bed" as a class, a "bed" background prompt would make every bed pixel unlabeled).
+    """
     text = (spec or "").strip()
     if not text:
         return []
-    if text.lower() in PRESETS:
-        return preset_words(text.lower())
-    return [" ".join(part.split()) for part in text.split(",") if part.strip()]
+    words = preset_words(text.lower()) if text.lower() in PRESETS else \
+        [" ".join(part.split()) for part in text.split(",") if part.strip()]
+    owned = {p.casefold() for c in classes for p in split_phrases(str(c))}
+    return [w for w in words if w.casefold() not in owned]

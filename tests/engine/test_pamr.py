@@ -92,6 +92,7 @@ def test_background_presets_and_lists():
     assert len(stuff) == 26 and stuff[:3] == ["sky", "wall", "tree"] and "fence" in stuff
     assert background_prompts(" sky ,  brick   wall,") == ["sky", "brick wall"]
     assert background_prompts("") == [] and background_prompts(None) == []
+    assert "bed" not in background_prompts("stuff", ["cat", "Bed; cot"])  # a class owns its phrases
 
 
 def test_background_words_leave_their_pixels_unlabeled(tiny_segmenter):
