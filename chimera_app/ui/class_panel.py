@@ -359,7 +359,7 @@ class ClassPanel(QWidget):
         self.entry.selectAll()
 
     def _on_text_changed(self, _text: str) -> None:
-        self._show_error("")
+        self._show_error(self._check_draft()[1])  # at every key: the check is cheap, the preview is not
         if self._timer.isActive():
             self._pending = True  # sent when the cool-down ends
         else:
@@ -372,14 +372,20 @@ class ClassPanel(QWidget):
             self._emit_draft()
             self._timer.start()
 
+    def _check_draft(self) -> tuple[str, str]:
+        """(the draft to preview, or ""; why it is not a valid new class, or "") -- what Enter
+        would say, said while typing."""
+        text = self.draft()
+        if not text:
+            return "", ""
+        try:
+            self._classes.check(text)
+        except ClassNameError as exc:
+            return "", str(exc)
+        return normalize(text), ""
+
     def _emit_draft(self) -> None:
-        text, preview = self.draft(), ""
-        if text:
-            try:
-                self._classes.check(text)
-                preview = normalize(text)
-            except ClassNameError as exc:  # what Enter would say, said while typing
-                self._show_error(str(exc))
+        preview = self._check_draft()[0]
         if preview != self._draft:
             self._draft = preview
             self.draft_changed.emit(preview)
