@@ -111,6 +111,7 @@ class Project:
         self._meta_lock = threading.RLock()
         self._image_locks: dict[str, threading.Lock] = {}
         self._images: list[str] | None = None
+        self.skipped_images: list[str] = []  # filled by refresh_images
         self.recovered: list[str] = []  # images whose unsaved edits were replayed at open
         self.recovery_problems: list[str] = []  # what could not be replayed (kept in the journal)
 
@@ -160,7 +161,11 @@ class Project:
         return list(self._images or [])
 
     def refresh_images(self) -> None:
-        found = [p for p in find_images(self.root) if not p.is_relative_to(self.data_dir)]
+        """List the images again; ``skipped_images`` then names what the walk passed over (a broken
+        or looping link, an unreadable folder), for the app to show."""
+        listing = find_images(self.root)
+        self.skipped_images = list(listing.skipped)
+        found = [p for p in listing if not p.is_relative_to(self.data_dir)]
         self._images = [p.relative_to(self.root).as_posix() for p in found]
 
     def state(self, rel: str) -> ImageState:

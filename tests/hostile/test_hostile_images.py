@@ -175,3 +175,13 @@ def test_unreadable_sub_folder_is_reported(tmp_path, monkeypatch):
 def test_a_file_given_as_the_image_folder(tmp_path):
     with pytest.raises(ImageLoadError, match="not a folder"):
         find_images(write_png(tmp_path / "a.png", 4, 4))
+
+
+def test_a_project_names_the_links_its_folder_walk_skipped(tmp_path):
+    from chimera_app.project import Project
+
+    write_png(tmp_path / "a.png", 4, 4)
+    _links_or_skip(lambda: os.symlink(tmp_path / "gone.png", tmp_path / "b.png"))
+    with Project.open(tmp_path) as project:
+        assert project.images() == ["a.png"]
+        assert len(project.skipped_images) == 1 and "b.png" in project.skipped_images[0]
