@@ -64,24 +64,36 @@ def naclip(block: ResidualAttentionBlock, x: torch.Tensor, grid: tuple[int, int]
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """A training-free method and the inference settings its authors evaluate it with."""
+    """A training-free method and the inference settings its authors evaluate it with.
+
+    Window geometry is given in units of the CLIP's native image size (224 for ViT-B/16, where the
+    authors' 336 / 224 / 112 come from), so a CLIP trained at another size (the 64 px shapes CLIP)
+    gets the same geometry relative to what it was trained on. ``None``: the model's own settings.
+    """
 
     name: str
     last_block: LastBlock
-    short_side: int  # the image's short side at encoding
-    window: int  # sliding window
-    stride: int  # sliding-window step
+    short_side: float | None  # the image's short side at encoding, x native size
+    window: float | None  # sliding window, x native size
+    stride: float | None  # sliding-window step, x native size
     logit_scale: float | None  # softmax temperature of the cosine scores (None: CLIP's own, ≤ 100)
     templates: str  # prompt ensemble in resources/prompts
 
+    def geometry(self, native: int) -> dict[str, int] | None:
+        """``short_side``, ``window``, ``stride`` in pixels for a CLIP of ``native`` px (None: keep)."""
+        if self.window is None:
+            return None
+        return {"short_side": round(self.short_side * native), "window": round(self.window * native),
+                "stride": round(self.stride * native)}
+
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("naclip", naclip, short_side=336, window=224, stride=112, logit_scale=40.0, templates="openai80"),
-    Method("sclip", sclip, short_side=336, window=224, stride=112, logit_scale=40.0, templates="openai80"),
-    Method("clearclip", clearclip, short_side=448, window=448, stride=224, logit_scale=50.0, templates="openai80"),
+    Method("naclip", naclip, short_side=1.5, window=1.0, stride=0.5, logit_scale=40.0, templates="openai80"),
+    Method("sclip", sclip, short_side=1.5, window=1.0, stride=0.5, logit_scale=40.0, templates="openai80"),
+    Method("clearclip", clearclip, short_side=2.0, window=2.0, stride=1.0, logit_scale=50.0, templates="openai80"),
     # MaskCLIP keeps the settings Chimera used before the other methods arrived (PAPER.md §5).
-    Method("maskclip", maskclip, short_side=512, window=512, stride=426, logit_scale=None, templates="zegclip15"),
-    Method("stock", stock, short_side=512, window=512, stride=426, logit_scale=None, templates="zegclip15"),
+    Method("maskclip", maskclip, short_side=None, window=None, stride=None, logit_scale=None, templates="zegclip15"),
+    Method("stock", stock, short_side=None, window=None, stride=None, logit_scale=None, templates="zegclip15"),
 )}
 
 

@@ -85,10 +85,17 @@ def _clip_logit_scale(clip: nn.Module) -> float:
     return min(100.0, float(clip.logit_scale.detach().exp()))
 
 
-def method_settings(method: str, clip: nn.Module) -> dict[str, Any]:
-    """What a training-free method sets on a model: its inference windows, temperature, prompts."""
+def _native_size(clip: nn.Module) -> int:
+    size = getattr(clip.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def method_settings(method: str, clip: nn.Module, inference: InferenceConfig | None = None) -> dict[str, Any]:
+    """What a training-free method sets on a CLIP from a tag: windows, temperature, prompts."""
     spec = last_block.method(method)
-    return dict(inference=InferenceConfig(short_side=spec.short_side, window=spec.window, stride=spec.stride),
+    geometry = spec.geometry(_native_size(clip))
+    base = inference or InferenceConfig()
+    return dict(inference=dataclasses.replace(base, **geometry) if geometry else base,
                 logit_scale=spec.logit_scale or _clip_logit_scale(clip), templates=spec.templates)
 
 
@@ -103,11 +110,17 @@ def dense_clip_model(spec: ClipSpec, progress: ProgressCallback | None = None,
 
 
 def with_method(model: SegmentationModel, method: str, name: str | None = None) -> SegmentationModel:
-    """The same dense CLIP with another training-free method (and that method's settings)."""
+    """A dense-CLIP checkpoint run with another training-free method.
+
+    The last block and the window geometry (relative to the CLIP's native size) change; prompts and
+    temperature stay the checkpoint's: they belong to its CLIP (the shapes CLIP learnt its own).
+    """
     if model.kind != DENSE_CLIP:
         raise ModelNameError(f"{model.name}: only training-free dense CLIP models take a method")
+    geometry = last_block.method(method).geometry(_native_size(model.clip))
+    inference = dataclasses.replace(model.inference, **geometry) if geometry else model.inference
     return dataclasses.replace(model, name=name or model.name, encoder=DenseCLIP(model.clip.visual, method),
-                               info={**model.info, "method": method}, **method_settings(method, model.clip))
+                               info={**model.info, "method": method}, inference=inference)
 
 
 def dense_method(info: dict) -> str:

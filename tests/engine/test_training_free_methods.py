@@ -142,6 +142,33 @@ def test_text_tower_with_own_blocks_equals_open_clip_encode_text(tiny_clip):
 
 def test_method_defaults_are_the_authors():
     m = last_block.METHODS
-    assert (m["naclip"].window, m["naclip"].stride, m["naclip"].short_side, m["naclip"].logit_scale) == (224, 112, 336, 40)
-    assert (m["clearclip"].window, m["clearclip"].stride, m["clearclip"].short_side) == (448, 224, 448)
+    assert m["naclip"].geometry(224) == {"short_side": 336, "window": 224, "stride": 112}  # ViT-B/16
+    assert m["naclip"].geometry(64) == {"short_side": 96, "window": 64, "stride": 32}  # the shapes CLIP
+    assert m["clearclip"].geometry(224) == {"short_side": 448, "window": 448, "stride": 224}
+    assert m["maskclip"].geometry(224) is None  # keeps PAPER.md's 512 / 426
+    assert (m["naclip"].logit_scale, m["sclip"].logit_scale, m["clearclip"].logit_scale) == (40, 40, 50)
     assert m["sclip"].templates == m["naclip"].templates == "openai80"
+
+
+def test_model_names_carry_the_method_and_its_settings(tmp_path):
+    from engine.models import build_model, load_model, save_model
+
+    model = build_model("clip:ViT-B-16/random+clearclip")
+    assert model.encoder.method == "clearclip" and model.logit_scale == 50 and model.templates == "openai80"
+    assert (model.inference.short_side, model.inference.window, model.inference.stride) == (448, 448, 224)
+    assert build_model("clip:ViT-B-16/random").encoder.method == "naclip"  # the default
+    maskclip = build_model("clip:ViT-B-16/random+maskclip")
+    assert (maskclip.inference.short_side, maskclip.inference.window, maskclip.templates) == (512, 512, "zegclip15")
+    small = build_model("clip:chimera-tiny/random+sclip")
+    path = save_model(small, tmp_path / "m.safetensors")
+    assert load_model(path).encoder.method == "sclip"  # recorded in the checkpoint
+
+
+def test_bundled_shapes_clip_takes_a_method_and_keeps_its_prompts():
+    from engine.models import build_model
+
+    plain, naclip = build_model("shapes-clip"), build_model("shapes-clip+naclip")
+    assert plain.encoder.method == "maskclip"  # the file predates methods: its value-only last block
+    assert naclip.encoder.method == "naclip" and naclip.name == "shapes-clip+naclip"
+    assert (naclip.templates, naclip.logit_scale) == (plain.templates, plain.logit_scale)
+    assert (naclip.inference.short_side, naclip.inference.window, naclip.inference.stride) == (96, 64, 32)
