@@ -13,7 +13,7 @@ import datetime
 import errno
 import os
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 

@@ -26,7 +26,7 @@ from engine.atomic import atomic_write_json
 from engine.errors import ChimeraError
 
 __all__ = ["ClassMask", "encode_label_map", "CocoBuilder", "write_coco", "validate_coco",
-           "CocoFormatError", "read_coco_label_maps"]
+           "CocoFormatError", "CocoFile", "read_coco", "read_coco_label_maps"]
 
 
 @dataclass(frozen=True)
