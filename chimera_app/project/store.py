@@ -43,8 +43,9 @@ failing its CRC ends the journal (the process died while writing it) and is igno
 
 Every file is written atomically (temporary file + rename), so a crash leaves the old or the new
 file, never a mix. One image's save (its maps and its project.json entry) is one change: the maps are
-staged in ``staging/`` and fsynced, ``commit.json`` then lists their renames (the commit point), the
-renames and project.json follow and ``commit.json`` is removed. A kill or a full disk before the
+staged in ``staging/`` and fsynced, ``commit.json`` then lists their renames and the project.json
+entries not yet written (the commit point), the renames and project.json follow and ``commit.json``
+is removed. A kill or a full disk before the
 commit point leaves every old file; after it, the next open finishes the save. Maps and project.json
 never disagree. A damaged file is reported (ProjectError) and left alone, never overwritten; a write
 the disk refuses is a SaveError (EditNotSavedError for a journal append), with nothing half-done.
@@ -112,6 +113,8 @@ class Project:
         self._image_locks: dict[str, threading.Lock] = {}
         self._images: list[str] | None = None
         self.skipped_images: list[str] = []  # filled by refresh_images
+        # Saves past their commit point whose entries project.json does not hold yet (a full disk).
+        self._pending: dict = _no_pending()
         self.recovered: list[str] = []  # images whose unsaved edits were replayed at open
         self.recovery_problems: list[str] = []  # what could not be replayed (kept in the journal)
 
@@ -232,10 +235,11 @@ class Project:
                                f"{width}x{height}; nothing was written")
         with self._image_lock(rel):
             files, uncertainty = self._encode_maps(rel, doc)
+            staged = self._stage(rel, files)  # outside the meta lock: record() never waits for PNG writes
             with self._meta_lock:
                 # Edits recorded after the copy was made are newer than what was just written.
                 state = self._journal.last_state(rel, since=journal_mark) or doc.state.value
-                self._commit(rel, files, {"state": state, "uncertainty": uncertainty})
+                self._commit(rel, staged, {"state": state, "uncertainty": uncertainty})
                 try:
                     self._journal.drop(rel, journal_mark)  # after project.json: a crash only replays again
                 except OSError:
@@ -256,37 +260,51 @@ class Project:
             uncertainty = round(1.0 - total / doc.confidence.size, 6) if doc.confidence.size else None
         return files, uncertainty
 
-    def _commit(self, rel: str, files: dict[str, bytes | None], entry: dict) -> None:
-        """Write one image's maps and its project.json entry as one change (the caller holds the
-        meta lock). The maps are staged in ``staging/`` and fsynced; then ``commit.json`` lists the
-        renames: that write is the commit point. Renames and project.json follow; a kill after the
-        commit point is rolled forward at the next open (``_finish_commit``), one before it leaves
-        every old file as it was. SaveError when the disk refuses (a full disk); nothing changed
-        unless the message says the save completes at the next open."""
+    def _stage(self, rel: str, files: dict[str, bytes | None]) -> tuple[list[list[str]], list[str]]:
+        """Write the maps durably under ``staging/`` (not yet in place): ([staged, target] renames,
+        targets to delete). SaveError, with nothing left behind, when the disk refuses."""
         self._lock.check()
-        staging = self.data_dir / STAGING_DIR_NAME
-        staged: list[Path] = []
+        renames, deletes = [], []
         try:
-            renames, deletes = [], []
             for kind, data in files.items():
                 target = self._map_path(kind, rel)
                 if data is None:
                     if target.exists():
                         deletes.append(str(target))  # from an older prediction this document no longer has
                     continue
-                staged.append(stage_bytes(staging, data, kind))
-                renames.append([str(staged[-1]), str(target)])
-            atomic_write_json(self.data_dir / COMMIT_NAME, {"image": rel, "entry": entry,
-                                                            "renames": renames, "deletes": deletes})
+                renames.append([str(stage_bytes(self.data_dir / STAGING_DIR_NAME, data, kind)), str(target)])
         except OSError as exc:
-            for path in staged:
-                path.unlink(missing_ok=True)
+            for source, _ in renames:
+                Path(source).unlink(missing_ok=True)
             raise SaveError(f"the labels of '{rel}' could not be saved ({_os_reason(exc)}); the last save is "
                             "intact and unsaved edits stay in the journal") from exc
+        return renames, deletes
+
+    def _commit(self, rel: str, staged: tuple[list[list[str]], list[str]], entry: dict) -> None:
+        """Put one image's staged maps and its project.json entry in place as one change (the caller
+        holds the meta lock). ``commit.json`` — the renames and every entry not yet in project.json —
+        is the commit point: a kill before it leaves every old file, one after it is rolled forward
+        at the next open (``_finish_commit``). SaveError when the disk refuses; nothing changed
+        unless the message says the save completes at the next open."""
+        renames, deletes = staged
+        pending_renames = [pair for pair in self._pending["renames"] if os.path.exists(pair[0])] + renames
+        pending = {"entries": {**self._pending["entries"], rel: dict(entry)}, "renames": pending_renames,
+                   "deletes": self._pending["deletes"] + deletes}
         try:
-            _apply_renames(renames, deletes)
-            self._images_meta[rel] = dict(entry)
-            self.save_meta()
+            self._lock.check()
+            atomic_write_json(self.data_dir / COMMIT_NAME, pending)
+        except (OSError, ProjectLockedError) as exc:
+            for source, _ in renames:
+                Path(source).unlink(missing_ok=True)
+            if isinstance(exc, ProjectLockedError):
+                raise
+            raise SaveError(f"the labels of '{rel}' could not be saved ({_os_reason(exc)}); the last save is "
+                            "intact and unsaved edits stay in the journal") from exc
+        self._pending = pending
+        try:
+            _apply_renames(pending["renames"], pending["deletes"])
+            self._images_meta.update(pending["entries"])
+            self.save_meta()  # clears the pending entries once project.json holds them
         except (OSError, SaveError) as exc:
             raise SaveError(f"the labels of '{rel}' were written but the project file could not be updated "
                             f"({_os_reason(exc)}); the save completes when the project is next opened") from exc
@@ -298,24 +316,25 @@ class Project:
         if commit_path.exists():
             try:
                 commit = json.loads(commit_path.read_text(encoding="utf-8"))
-                rel, entry = _check_rel(commit["image"]), commit["entry"]
-                state = ImageState(entry["state"]).value
-                uncertainty = entry.get("uncertainty")
-                renames = [(str(a), str(b)) for a, b in commit["renames"]]
+                entries = {_check_rel(rel): {"state": ImageState(e["state"]).value,
+                                             "uncertainty": None if e.get("uncertainty") is None
+                                             else float(e["uncertainty"])}
+                           for rel, e in commit["entries"].items()}
+                renames = [[str(a), str(b)] for a, b in commit["renames"]]
                 deletes = [str(d) for d in commit["deletes"]]
                 inside = [Path(p) for pair in renames for p in pair] + [Path(d) for d in deletes]
                 if not all(p.resolve().is_relative_to(self.data_dir) for p in inside):
                     raise ValueError("it names files outside the project folder")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise ProjectError(f"{commit_path} (an unfinished save) is damaged ({exc}); it was left as it is"
                                    ) from exc
             _apply_renames([pair for pair in renames if os.path.exists(pair[0])], deletes)
-            self._images_meta[rel] = {"state": state,
-                                      "uncertainty": None if uncertainty is None else float(uncertainty)}
-            self.recovered.append(rel)
+            self._images_meta.update(entries)
+            self.recovered.extend(entries)
             try:
                 self.save_meta()  # also removes commit.json
             except SaveError as exc:
+                self._pending = {"entries": entries, "renames": [], "deletes": []}
                 self.recovery_problems.append(str(exc))
         staging = self.data_dir / STAGING_DIR_NAME
         if staging.is_dir() and not commit_path.exists():
@@ -337,7 +356,9 @@ class Project:
                 raise SaveError(f"the project file could not be saved ({_os_reason(exc)}); the last saved "
                                 "version is intact") from exc
             # Everything an unfinished save listed is now in project.json.
-            (self.data_dir / COMMIT_NAME).unlink(missing_ok=True)
+            if self._pending["entries"] or (self.data_dir / COMMIT_NAME).exists():
+                (self.data_dir / COMMIT_NAME).unlink(missing_ok=True)
+                self._pending = _no_pending()
 
     def close(self) -> None:
         """Save project.json and release the lock. Unsaved documents stay in the journal."""
@@ -404,6 +425,10 @@ class Project:
         if conf_path.exists():
             confidence = _read_map(conf_path, rel, "confidence", height, width, _read_gray).astype(np.float32) / 255
         return LabelDocument(labels.astype(np.uint16), prov, self.state(rel), confidence=confidence)
+
+
+def _no_pending() -> dict:
+    return {"entries": {}, "renames": [], "deletes": []}
 
 
 def _apply_renames(renames: list, deletes: list) -> None:

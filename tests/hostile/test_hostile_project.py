@@ -108,6 +108,27 @@ def test_project_json_refused_after_the_maps_are_in_place_completes_at_the_next_
         assert not (root / ".chimera" / store.COMMIT_NAME).exists()
 
 
+def test_two_saves_refused_at_project_json_both_complete_at_the_next_open(saved, monkeypatch):
+    root, _ = saved
+    project = Project.open(root)
+    docs = {rel: project.load_document(rel) for rel in ("a.png", "b.png")}
+    real = store.atomic_write_json
+    monkeypatch.setattr(store, "atomic_write_json", lambda path, obj: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")) if Path(path).name == "project.json" else real(path, obj))
+    for doc in docs.values():
+        _replace_whole_map(doc)
+    for rel, doc in docs.items():
+        with pytest.raises(SaveError, match="completes when the project is next opened"):
+            project.save_document(rel, doc)
+    project._journal.close()
+    project._lock.release()  # as a kill would: project.json was never written
+    monkeypatch.undo()
+    with Project.open(root) as again:
+        assert sorted(again.recovered) == ["a.png", "b.png"]
+        for rel in docs:
+            assert again.state(rel) == ImageState.PREDICTED and (again.load_document(rel).labels == 1).all()
+
+
 def test_exports_to_a_full_disk_keep_the_older_export(saved, tmp_path, monkeypatch):
     root, _ = saved
     with Project.open(root) as project:
@@ -289,7 +310,7 @@ def test_damaged_project_json_is_reported_and_left_alone(saved, content, words):
     assert (root / ".chimera" / "project.json").read_bytes() == content
 
 
-@pytest.mark.parametrize("content", ["{broken", json.dumps({"image": "a.png", "entry": {"state": "predicted"},
+@pytest.mark.parametrize("content", ["{broken", json.dumps({"entries": {"a.png": {"state": "predicted"}},
                                                              "renames": [["/etc/passwd", "/tmp/x"]], "deletes": []})],
                          ids=["commit_not_json", "commit_outside_project"])
 def test_damaged_commit_record(saved, content):
