@@ -185,3 +185,18 @@ def test_a_project_names_the_links_its_folder_walk_skipped(tmp_path):
     with Project.open(tmp_path) as project:
         assert project.images() == ["a.png"]
         assert len(project.skipped_images) == 1 and "b.png" in project.skipped_images[0]
+
+
+def test_training_label_declaring_400_megapixels(tmp_path, no_pixel_decoding):
+    from trainer.data.datasets import read_label
+
+    with pytest.raises(ImageLoadError, match="too large"):
+        read_label(_png_declaring(tmp_path / "label.png", 20000, 20000))
+
+
+def test_shapes_class_file_with_numbers_for_names(tmp_path):
+    from trainer.data.datasets import DatasetLayoutError, load_info
+
+    (tmp_path / "split.json").write_text('{"classes": [1, 2], "unseen": []}')
+    with pytest.raises(DatasetLayoutError, match="class names must be text"):
+        load_info("shapes", tmp_path)

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from engine.errors import ChimeraError, ClassNameError, ImageLoadError
+from engine.limits import ImageTooLargeError, check_image_size
 from engine.images import load_image
 
 PathLike = str | os.PathLike[str]
@@ -135,7 +136,9 @@ def load_info(name: str, root: PathLike | None = None) -> DatasetInfo:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             classes, unseen = list(data["classes"]), list(data.get("unseen", []))
-        except (ValueError, KeyError, TypeError) as exc:
+            if not all(isinstance(name, str) for name in classes + unseen):
+                raise TypeError("class names must be text")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise DatasetLayoutError(f"unreadable shapes class file ({exc!r})", path, SHAPES_LAYOUT) from None
         info = DatasetInfo("shapes", classes, unseen)
         if "seen" in data and sorted(data["seen"]) != sorted(info.seen):
@@ -160,10 +163,13 @@ def read_label(path: PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             mode = im.mode
+            check_image_size(*im.size, f"cannot read label '{path}'", error=ImageTooLargeError)  # before decoding
             arr = np.array(im)
     except FileNotFoundError:
         raise ImageLoadError(f"cannot read label '{path}': no such file") from None
-    except OSError as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own limit may be met first
+        raise ImageTooLargeError(f"cannot read label '{path}': image is too large ({exc})") from None
+    except (OSError, ValueError) as exc:
         raise ImageLoadError(f"cannot read label '{path}': {exc}") from None
     if arr.ndim != 2:
         raise ImageLoadError(f"label '{path}' is not a single-channel index image (mode {mode})")
