@@ -182,3 +182,18 @@ def test_the_valid_base_checkpoint_still_loads(tiny_model_file):
     model = load_model(tiny_model_file)
     assert model.kind == "dense-clip" and math.isfinite(model.logit_scale)
     assert json.loads(json.dumps(model.clip_model_cfg))["embed_dim"] == 64
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".bin", ".safetensors"])
+def test_plain_clip_weights_still_load(tiny_clip, tmp_path, suffix):
+    # The control: refusing hostile weights files must not refuse good ones.
+    from safetensors.torch import save_file
+
+    state = {k: v.clone().contiguous() for k, v in tiny_clip.state_dict().items()}
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    loaded = create_clip(ClipSpec("chimera-tiny", str(path)))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
