@@ -25,7 +25,7 @@ from chimera_app.project.document import (
     Region,
     UndoStack,
 )
-from chimera_app.project.store import Project
+from chimera_app.project.store import EditNotSavedError, Project
 
 UNDO_CAP_BYTES = 256 * 2 ** 20  # per image; PRODUCT.md: undo as patches with a memory cap
 UNDO_IMAGES = 4  # undo histories kept for the most recently visited images
@@ -97,7 +97,10 @@ class Saver:
 
 
 class Session:
-    """Edits to the images of one ``Project``. Every method runs on the caller's (GUI) thread."""
+    """Edits to the images of one ``Project``. Every method runs on the caller's (GUI) thread.
+
+    An edit, undo or redo the journal cannot take (a full disk) is taken back before
+    ``EditNotSavedError`` is raised: the document, its undo history and the disk always agree."""
 
     def __init__(self, project: Project, saver: Saver | None = None):
         self.project = project
@@ -192,13 +195,21 @@ class Session:
     def undo(self) -> Patch | None:
         patch = self.undo_stack.undo(self.doc)
         if patch is not None:
-            self._journal(inverse(patch))
+            try:
+                self._journal(inverse(patch))
+            except EditNotSavedError:
+                self.undo_stack.redo(self.doc)  # not on disk: taken back, so screen, history and disk agree
+                raise
         return patch
 
     def redo(self) -> Patch | None:
         patch = self.undo_stack.redo(self.doc)
         if patch is not None:
-            self._journal(patch)
+            try:
+                self._journal(patch)
+            except EditNotSavedError:
+                self.undo_stack.undo(self.doc)
+                raise
         return patch
 
     def _protected(self, value: int) -> list[int]:
@@ -207,10 +218,15 @@ class Session:
 
     def _commit(self, patch: Patch | None) -> Patch | None:
         if patch is not None:
+            try:
+                self._journal(patch)
+            except EditNotSavedError:  # e.g. a full disk: the edit never happened, and the caller says so
+                self.doc.revert(patch)
+                raise
             self.undo_stack.push(patch)
-            self._journal(patch)
         return patch
 
     def _journal(self, patch: Patch) -> None:
+        """Raises EditNotSavedError when the journal cannot take it (nothing on disk changed)."""
         self.project.record(self.rel, self.doc, patch)  # durable now; the PNGs follow in the background
         self.save()

@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from chimera_app.editing import tools
 from chimera_app.editing.uncertainty import next_region, uncertain_regions
 from chimera_app.project.document import ImageState, Patch, Region
+from chimera_app.project.store import SaveError
 from chimera_app.service.prelabel import store_prediction
 from chimera_app.service.requests import PrelabelResult, PrelabelSummary, Segmented
 from chimera_app.session import Session
@@ -238,12 +239,20 @@ class AnnotationController(QObject):
         if not erase and self.session.active_class is None:
             self.message.emit("Pick a class first (type a name, or press 1-9)")
             return
-        self._after_edit(self.session.paint(region, erase))
+        self._after_edit(lambda: self.session.paint(region, erase))
 
-    def _after_edit(self, patch: Patch | None) -> None:
+    def _after_edit(self, edit: Callable[[], Patch | None]) -> Patch | None:
+        """Run a Session edit and show it; one the disk refused was taken back: say so."""
+        try:
+            patch = edit()
+        except SaveError as error:
+            self.failed.emit("disk", str(error))
+            self._repaint()
+            return None
         if patch is not None:
             self._repaint(patch)
             self.state_changed.emit(self.session.rel, self.session.doc.state.value)
+        return patch
 
     def _on_stroke(self, points: list, radius: float, erase: bool) -> None:
         self._edit(tools.brush(self._shape(), points, radius), erase)
@@ -251,7 +260,7 @@ class AnnotationController(QObject):
     def _on_polygon(self, points: list, subtract: bool) -> None:
         region = tools.polygon(self._shape(), points)
         if subtract and self.rgb is not None and not region.is_empty:
-            self._after_edit(self.session.subtract(region))
+            self._after_edit(lambda: self.session.subtract(region))
         else:
             self._edit(region)
 
@@ -263,7 +272,8 @@ class AnnotationController(QObject):
         doc = self.session.doc
         if self.rgb is None or doc.prediction is None:
             return
-        self._after_edit(self.session.accept(tools.flood(doc.prediction, int(x), int(y))))
+        region = tools.flood(doc.prediction, int(x), int(y))
+        self._after_edit(lambda: self.session.accept(region))
 
     def set_min_confidence(self, value: float) -> None:
         """The unlabeled rule: pixels the model is less sure of than ``value`` stay unlabeled."""
@@ -272,15 +282,15 @@ class AnnotationController(QObject):
 
     def accept_all(self) -> None:
         if self.rgb is not None:
-            self._after_edit(self.session.accept())
+            self._after_edit(self.session.accept)
 
     def accept_class(self) -> None:
         if self.rgb is not None and self.session.active_class is not None:
-            self._after_edit(self.session.accept(class_id=self.session.active_class))
+            self._after_edit(lambda: self.session.accept(class_id=self.session.active_class))
 
     def toggle_verified(self) -> None:
         if self.rgb is not None:
-            self._after_edit(self.session.mark_verified(self.session.doc.state != ImageState.VERIFIED))
+            self._after_edit(lambda: self.session.mark_verified(self.session.doc.state != ImageState.VERIFIED))
 
     def undo(self) -> None:
         self._history(self.session.undo)
@@ -291,11 +301,12 @@ class AnnotationController(QObject):
     def _history(self, step: Callable[[], Patch | None]) -> None:
         if self.rgb is None:
             return
-        patch = step()
-        if patch is None:
-            self.message.emit("Nothing to undo" if step == self.session.undo else "Nothing to redo")
-        else:
-            self._after_edit(patch)
+        undoing = step == self.session.undo
+        stack = self.session.undo_stack
+        if not (stack.can_undo if undoing else stack.can_redo):
+            self.message.emit("Nothing to undo" if undoing else "Nothing to redo")
+            return
+        self._after_edit(step)
 
     def next_uncertain(self) -> None:
         """N: frame the next most uncertain region the model left (human pixels excluded)."""

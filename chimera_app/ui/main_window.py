@@ -237,12 +237,19 @@ class MainWindow(QMainWindow):
             except ChimeraError as error:  # e.g. already in the project
                 self.statusBar().showMessage(str(error), 4000)
         project.save_meta()
-        if project.recovery_problems:
-            QMessageBox.warning(self, "Recovered with problems", "\n".join(map(str, project.recovery_problems)))
-        elif project.recovered:
-            self.statusBar().showMessage(f"Recovered unsaved edits of {len(project.recovered)} image(s)", 8000)
         self.class_panel.set_classes(project.classes)
         self.file_list.set_project(project.images(), project.state, project.uncertainty)
+        notes = []  # shown in the status bar, not in a box: nothing here needs an answer
+        if project.recovered and not project.recovery_problems:
+            notes.append(f"Recovered unsaved edits of {len(project.recovered)} image(s)")
+        if project.skipped_images:  # broken or looping links, unreadable folders
+            more = len(project.skipped_images) - 2
+            notes.append(f"Skipped {len(project.skipped_images)} unreadable entries: "
+                         + "; ".join(project.skipped_images[:2]) + (f"; and {more} more" if more > 0 else ""))
+        if notes:  # skipped entries stay until the next message: the folder may take long to load
+            self.statusBar().showMessage("; ".join(notes), 0 if project.skipped_images else 8000)
+        if project.recovery_problems:
+            QMessageBox.warning(self, "Recovered with problems", "\n".join(map(str, project.recovery_problems)))
         self.controller = AnnotationController(self.session, self.client, self.canvas, self.class_panel,
                                                self.file_list, self)
         self.controller.message.connect(lambda text: self.statusBar().showMessage(text, 5000))

@@ -141,3 +141,20 @@ def test_folder_pre_label_sends_class_ids_and_stores_results(setup, qtbot):
     assert running == [True, False]
     assert project.state("img1.png") == ImageState.PREDICTED and (project.load_document("img1.png").labels == 1).all()
     assert (session.doc.labels == 1).all()
+
+
+def test_an_edit_the_disk_refuses_is_reported_and_not_shown(setup, monkeypatch):
+    from chimera_app.project.store import EditNotSavedError
+
+    controller, client, panel, session, project = setup
+    failures = []
+    controller.failed.connect(lambda kind, text: failures.append((kind, text)))
+
+    def full_disk(*args, **kwargs):
+        raise EditNotSavedError("the edit to 'img0.png' could not be saved (no space left on device)")
+
+    monkeypatch.setattr(project, "record", full_disk)
+    controller.canvas.rectangle_finished.emit(1.0, 1.0, 8.0, 8.0)
+    assert failures and failures[0][0] == "disk" and "no space" in failures[0][1]
+    assert not session.doc.labels.any() and not controller.canvas.labels.any()
+    assert not session.undo_stack.can_undo

@@ -176,6 +176,17 @@ def test_bad_image_is_reported_and_loses_nothing(qtbot, tmp_path, messages):
     window.close()
 
 
+def test_unreadable_entries_of_the_folder_are_named_in_the_status_bar(qtbot, tmp_path, messages):
+    folder = write_images(tmp_path / "images", n=1)
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    window = open_window(qtbot, folder)
+    try:
+        assert window.project.images() == ["img0.png"]
+        assert "gone.png" in window.statusBar().currentMessage() and messages == []
+    finally:
+        window.close()
+
+
 def test_every_window_shortcut_has_its_action(window):
     from chimera_app.ui import shortcuts
 

@@ -168,3 +168,29 @@ def test_saver_reports_errors_and_keeps_running(project, monkeypatch):
     saver.close()
     with pytest.raises(RuntimeError, match="closed"):
         saver.save("img0.png", doc)
+
+
+def test_an_edit_the_journal_refuses_is_taken_back(session, project, monkeypatch):
+    from chimera_app.project.store import EditNotSavedError
+
+    road, _ = project.classes.ids()
+    session.active_class = road
+    session.paint(box(0, 0, 4, 4))
+    kept = session.doc.labels.copy(), session.doc.state
+
+    def full_disk(*args, **kwargs):
+        raise EditNotSavedError("the edit could not be saved (no space left on device)")
+
+    monkeypatch.setattr(project, "record", full_disk)
+    for refused in (lambda: session.paint(box(10, 10, 20, 20)), session.undo, lambda: session.mark_verified(False)):
+        with pytest.raises(EditNotSavedError):
+            refused()
+        np.testing.assert_array_equal(session.doc.labels, kept[0])  # as before the refused edit
+        assert session.doc.state == kept[1]
+    monkeypatch.undo()
+    assert session.undo_stack.can_undo and not session.undo_stack.can_redo  # the history is as it was
+    session.undo()
+    monkeypatch.setattr(project, "record", full_disk)
+    with pytest.raises(EditNotSavedError):
+        session.redo()
+    assert not session.doc.labels.any() and session.undo_stack.can_redo
