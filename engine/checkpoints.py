@@ -127,6 +127,9 @@ def _check_match(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
 
 def _existing(path: str | os.PathLike) -> Path:
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file (for a training run, give "
+                              f"{path / 'model.safetensors'})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size < 8:

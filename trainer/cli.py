@@ -117,6 +117,12 @@ def cmd_shapes_clip(args) -> int:
     return 0 if report["accuracy"] >= 0.9 else 3
 
 
+def cmd_finetune(args) -> int:
+    from trainer.finetune_cli import run_finetune
+
+    return run_finetune(args)
+
+
 def cmd_bundle(args) -> int:
     from trainer.bundle import build_bundled_models
 
@@ -139,6 +145,13 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def image_side(text: str) -> int:
+    value = positive_int(text)
+    if not 16 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"expected a side of 16..1024 pixels, got {value}")
     return value
 
 
@@ -199,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, type=Path)
     d.add_argument("--images", type=positive_int, default=1000)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--size", type=int, default=64)
+    d.add_argument("--size", type=image_side, default=64, help="image side in pixels (16..1024)")
     d.set_defaults(func=cmd_shapes_data)
 
     c = sub.add_parser("shapes-clip", help="pre-train the tiny shapes CLIP on image-caption pairs")
@@ -220,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="tiny schedule, for smoke tests")
     b.add_argument("--reuse-clip", action="store_true", help="keep the CLIP already pre-trained in --work")
     b.set_defaults(func=cmd_bundle)
+
+    from trainer.finetune_cli import add_finetune_parser  # options live beside the command (trainer.finetune)
+
+    add_finetune_parser(sub, cmd_finetune, device_name, positive_int)
     return parser
 
 

@@ -389,7 +389,7 @@ class Project:
         for rel in self._journal.images():
             try:
                 self.save_document(rel, self.load_document(rel))
-            except (ChimeraError, OSError) as exc:
+            except (ChimeraError, OSError, ValueError) as exc:  # ValueError: a path outside the folder
                 self.recovery_problems.append(f"{rel}: {exc}")
             else:
                 self.recovered.append(rel)

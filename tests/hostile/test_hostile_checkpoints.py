@@ -122,7 +122,7 @@ def test_empty_checkpoint(tmp_path):
 
 def test_folder_given_as_checkpoint(tmp_path):
     (tmp_path / "dir.safetensors").mkdir()
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
         build_model(str(tmp_path / "dir.safetensors"))
 
 

@@ -337,3 +337,16 @@ def test_garbage_appended_to_the_journal_is_reported(saved):
     with Project.open(root) as project:
         assert any("incomplete" in p for p in project.recovery_problems)
         assert np.array_equal(project.load_document("a.png").labels, labels)
+
+
+def test_a_journal_record_naming_a_path_outside_the_folder(saved):
+    from chimera_app.project.journal import Journal, JournalRecord
+
+    root, labels = saved
+    journal = Journal(root / ".chimera" / "journal.log")
+    journal.append(JournalRecord("../outside.png", 0, 0, np.ones((1, 1), np.uint16), np.full((1, 1), 2, np.uint8),
+                                 "human-verified", (10, 20)))
+    journal.close()
+    with Project.open(root) as project:
+        assert any("../outside.png" in p and "not a relative image path" in p for p in project.recovery_problems)
+        assert np.array_equal(project.load_document("a.png").labels, labels)
