@@ -28,7 +28,7 @@ from chimera_app.project.exports import export_coco, export_png_masks
 from chimera_app.project.mask_paths import check_png_collisions
 from chimera_app.service.downloads import fetch_clip_weights
 from chimera_app.service.prelabel import Prelabeler, store_prediction
-from engine import ChimeraError, distributed, find_images, load_segmenter
+from engine import ChimeraError, find_images
 from engine.class_names import parse_classes, split_class_list, split_phrases
 from engine.formats.coco import CocoBuilder, validate_coco, write_coco
 from engine.formats.png_masks import write_class_list
@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         raise ChimeraError(f"no images found in {root}")
     if args.png_dir:
         check_png_collisions([relative_name(p, root) for p in paths])
+    from engine import distributed, load_segmenter  # here: they import torch; --help and bad arguments don't wait
+
     context = distributed.start(args.device)
     try:
         segmenter = load_segmenter(args.model, device=context.device, precision=args.precision,
@@ -179,6 +181,8 @@ def run_project(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             if todo:
+                from engine import load_segmenter
+
                 segmenter = load_segmenter(args.model, device=args.device, precision=args.precision,
                                            batch_size=args.batch_size)
                 project.model = args.model  # the app offers the model that made the predictions
@@ -211,6 +215,8 @@ def _label_into(project: Project, segmenter, todo: list[str], background: tuple[
     run = Prelabeler([(rel, project.image_path(rel)) for rel in todo], project.classes.prompts(),
                      project.classes.ids(), background=background, min_confidence=args.min_confidence,
                      images_per_step=segmenter.batch_size, decode_workers=2, decode_ahead=2 * segmenter.batch_size + 2)
+    from engine import distributed
+
     with distributed.progress(len(todo), enabled=not args.quiet) as bar:
         for result in run.results(segmenter):
             bar.update(1)
