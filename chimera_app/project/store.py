@@ -521,8 +521,9 @@ def _read_meta(path: Path) -> dict:
         raise ProjectError(f"{path} was written by a newer Chimera (format version {data.get('version')}); "
                            "update Chimera to open it")
     try:
+        if isinstance(data.get("classes"), list):  # counted first: building a huge list is slow
+            check_class_count(len(data["classes"]), str(path))
         classes = ClassList.from_json(data)
-        check_class_count(len(list(classes)), str(path))
         images = {}
         for rel, entry in dict(data.get("images", {})).items():
             uncertainty = entry.get("uncertainty")

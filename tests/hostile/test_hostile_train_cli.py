@@ -152,22 +152,26 @@ def test_the_console_script_itself(shapes_cli):
 def test_full_disk_while_training_keeps_the_last_checkpoint(shapes_cli, tmp_path, monkeypatch, capsys):
     import errno
 
+    import torch
+
     from trainer import run_state
     from trainer.cli import main
 
     run = tmp_path / "run"
-    argv = _argv(shapes_cli, ["--out", str(run), "--set", "batch_size=2", "--set", "iterations=1",
-                              "--set", "clip=shapes-tiny/random"])
-    assert main(argv) == 0
-    saved = {name: (run / name).read_bytes() for name in ("model.safetensors", "train_state.pt")}
+    real_save, calls = run_state.save_model, []
 
-    def full(*_args, **_kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(run / "model.safetensors"))
+    def fills_up_after_the_first_checkpoint(model, path, **kwargs):
+        calls.append(path)
+        if len(calls) > 2:  # step 1 wrote model.safetensors and iter_000001.safetensors; step 2 finds no room
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(model, path, **kwargs)
 
-    monkeypatch.setattr(run_state, "save_model", full)
-    capsys.readouterr()
-    argv[argv.index("iterations=1")] = "iterations=2"
+    monkeypatch.setattr(run_state, "save_model", fills_up_after_the_first_checkpoint)
+    argv = _argv(shapes_cli, ["--out", str(run), "--set", "batch_size=2", "--set", "iterations=2",
+                              "--set", "checkpoint_every=1", "--set", "clip=shapes-tiny/random"])
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "the disk is full" in err and "model.safetensors" in err and no_traceback(err)
-    assert {name: (run / name).read_bytes() for name in saved} == saved
+    # The checkpoint of step 1 is whole: the model equals its periodic copy and the state says step 1.
+    assert (run / "model.safetensors").read_bytes() == (run / "iter_000001.safetensors").read_bytes()
+    assert torch.load(run / "train_state.pt", weights_only=True)["step"] == 1

@@ -52,19 +52,19 @@ HOSTILE_IMPORTS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(HOSTILE_IMPORTS))
-def test_hostile_coco_import_through_the_window(window, messages, image_folder, tmp_path, monkeypatch, case):
+def test_hostile_coco_imports_through_the_window(window, messages, image_folder, tmp_path, monkeypatch):
     with Project.open(image_folder) as project:
         saved = labelled(project, "a.png")
-    content, words = HOSTILE_IMPORTS[case]
-    path = tmp_path / "import.json"
-    path.write_text(json.dumps(content))
     assert window.open_project(image_folder, model=TINY)
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
-    window.import_coco()
-    assert any(kind == "warning" and words in text for kind, text in messages), messages
-    assert window.isVisible() and window.project is not None
-    assert np.array_equal(window.project.load_document("a.png").labels, saved)
+    for case, (content, words) in sorted(HOSTILE_IMPORTS.items()):
+        path = tmp_path / f"{case}.json"
+        path.write_text(json.dumps(content))
+        monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, _p=path, **k: (str(_p), ""))
+        messages.clear()
+        window.import_coco()
+        assert any(kind == "warning" and words in text for kind, text in messages), (case, messages)
+        assert window.isVisible() and window.project is not None
+        assert np.array_equal(window.project.load_document("a.png").labels, saved), case
 
 
 def test_a_locked_project_is_refused_with_a_message(window, messages, image_folder):
