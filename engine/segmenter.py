@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from engine import precision, tiling
+from engine.threads import ThreadBudget
 from engine.clip_loading import ProgressCallback
 from engine.devices import DeviceChoice, choose
 from engine.models import SegmentationModel, build_model
@@ -85,6 +86,8 @@ class Segmenter:
         self.calibration = calibration
         self.min_area = min_area
         self.refine = int(refine)
+        # On a CPU the intra-op thread count follows the load other processes put on the cores.
+        self.thread_budget = ThreadBudget() if device.device.type == "cpu" else None
         model.place(device.device, device.dtype)
         window = min(model.inference.window, model.inference.short_side)
         settled = precision.settle(device, model.encoder, model.name, (self.batch_size, 3, window, window))
@@ -108,6 +111,7 @@ class Segmenter:
     # -- encoding -------------------------------------------------------------------------------
     def encode(self, images: Sequence[np.ndarray]) -> list[ImageFeatures]:
         """Encode several images, batching their windows together (no caching)."""
+        self._budget_threads()
         stride, cfg = self.model.output_stride, self.model.inference
         grids, crops, guides = [], [], []  # crops: (image index, top, left, 3 x h x w tensor)
         for index, rgb in enumerate(images):
@@ -186,6 +190,7 @@ class Segmenter:
         embeddings are not cached yet are embedded with one template instead of the ensemble (the
         preview of a name being typed; the full ensemble follows when typing pauses).
         """
+        self._budget_threads()
         classes = tuple(str(c) for c in classes)
         parsed = parse_classes(list(classes) + list(background))  # one namespace: no phrase in both
         feats = features or self.features()
@@ -202,6 +207,10 @@ class Segmenter:
         labels, confidence = label_maps(feats.features, text, feats.size, rule, output_size, feats.guide)
         return Segmentation(labels, confidence, classes)
 
+
+    def _budget_threads(self) -> None:
+        if self.thread_budget is not None:
+            self.thread_budget.threads()
 
     def _embed(self, classes: list[str], quick: bool) -> torch.Tensor:
         if not quick or all(self.text.has(c) for c in classes):
