@@ -1,0 +1,292 @@
+"""``chimera-train finetune``: learn from a project's corrections, keep the model open-vocabulary.
+
+    chimera-train finetune --project IMAGES_DIR [--project-dir DIR] [--base MODEL] [--iterations N]
+
+1. Read the project without locking it (``trainer.project_data``): its classes are the "seen"
+   classes, its human-verified images the data, and inside them only pixels a person decided.
+2. Hold out a share of the verified images (at least one) for evaluation; refuse when too few
+   images are verified or a class has no pixel to learn from.
+3. Start from the project's model (or ``--base``; ``trainer.finetune_base``) and train the body and
+   the CSH adapter with zss's step: seen-class CE + SGD + SAM, CLIP's text tower and the CSH's CLIP
+   tail and projection frozen (``trainer.finetune_train``). Resumable; Ctrl-C saves.
+4. Blend base and fine-tuned weights (WiSE-FT), α chosen on the held-out images
+   (``trainer.finetune_eval``), and report mIoU and pixels-to-change before and after.
+5. Write ``vN.safetensors`` + ``vN.json`` into the project's models folder and list it in its index
+   (``trainer.finetune_versions``); nothing is overwritten, and the active version only changes with
+   ``--activate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import distributed
+from engine.atomic import atomic_write_json
+from engine.devices import resolve_device
+from engine.errors import ChimeraError
+from engine.models import load_model, save_model
+from engine.segmenter import _tokenizer
+from engine.text import TextEncoder
+from trainer.config import TrainConfig
+from trainer.finetune_base import BaseModel, resolve_base
+from trainer.finetune_eval import (ALPHA_GRID, ALPHA_TOLERANCE, blend, choose_alpha, evaluate_held_out,
+                                   held_out_segmenter)
+from trainer.finetune_progress import Progress
+from trainer.finetune_train import train_steps, training_stream
+from trainer.finetune_versions import active_checkpoint, add_version, models_dir
+from trainer.project_data import IGNORE, ProjectSnapshot, read_journal, read_snapshot
+from trainer.run_state import RunDir
+
+MIN_VERIFIED = 3  # at least one held-out image and two to learn from
+WORK_DIR_NAME = "finetune-run"
+
+
+class FinetuneDataError(ChimeraError):
+    """The project cannot be fine-tuned on as it is: too few verified images, a class without
+    pixels, no model to start from. The message says what to do."""
+
+
+@dataclasses.dataclass
+class FinetuneOptions:
+    project: Path
+    project_dir: Path | None = None
+    base: str | None = None  # default: project.json's model, else the active version
+    iterations: int | None = None  # default: ``default_iterations(training images)``
+    device: str = "auto"
+    out: Path | None = None  # the resumable work folder; default <project data>/finetune-run
+    fresh: bool = False
+    alpha: float | None = None  # force the blend factor instead of choosing it
+    alpha_tolerance: float = ALPHA_TOLERANCE
+    holdout: float = 0.2
+    min_images: int = MIN_VERIFIED
+    seed: int = 0
+    batch_size: int = 8
+    lr: float | None = None
+    crop_size: int | None = None
+    body: str | None = None  # body preset when a new Chimera-Seg is built on a training-free CLIP
+    precision: str = "auto"  # auto (bf16 on GPUs, fp32 on CPUs) | fp32 | bf16
+    activate: bool = False
+    skip_empty_classes: bool = False
+    overrides: list[str] = dataclasses.field(default_factory=list)  # TrainConfig key=value
+    progress: str = "bar"  # bar | json | none
+    stop_after: int | None = None  # end this call after that many steps (tests of resuming)
+
+
+def default_iterations(train_images: int) -> int:
+    """~20 steps of 8 crops per training image, between 200 and 2,000 (a few minutes on a CPU for
+    the shapes models; each image is seen ~160 times as different crops)."""
+    return int(min(2000, max(200, 20 * train_images)))
+
+
+def split_images(rels: list[str], share: float, seed: int) -> tuple[list[str], list[str]]:
+    """(held out, training): a seeded shuffle, ``max(1, round(share * n))`` held out."""
+    order = np.random.default_rng([seed, 1123]).permutation(len(rels))
+    count = min(len(rels) - 1, max(1, int(round(share * len(rels)))))
+    held = sorted(rels[i] for i in order[:count])
+    return held, sorted(rels[i] for i in order[count:])
+
+
+def build_config(opts: FinetuneOptions, base: BaseModel, device: torch.device, train_images: int) -> TrainConfig:
+    """Fine-tuning settings: the base's own crop and resize recipe where it records one, else its
+    inference scale; a lower learning rate than its training (half), warm-up and poly decay over a
+    short schedule; bf16 autocast on GPUs; BatchNorm statistics kept from a trained base."""
+    recorded, inference = base.training, base.model.inference
+    crop = opts.crop_size or int(recorded.get("crop_size") or inference.window)
+    scale = recorded.get("resize_scale") or [4 * inference.short_side, inference.short_side]
+    if opts.crop_size and not recorded.get("resize_scale"):
+        scale = [4 * crop, crop]
+    trained = base.weights is not None
+    if trained:
+        lr = 0.5 * float(recorded.get("lr", 6e-5))
+        head = float(recorded.get("head_lr_mult", 10.0))
+    else:  # a new body: ImageNet-initialised learns at the paper's rate, one from scratch faster
+        pretrained = base.model.encoder.cfg.body.pretrained_backbone
+        lr, head = (6e-5, 10.0) if pretrained else (1e-3, 1.0)
+    iterations = opts.iterations or default_iterations(train_images)
+    amp = {"auto": "bf16" if device.type == "cuda" else "none", "fp32": "none", "bf16": "bf16"}[opts.precision]
+    data = {**TrainConfig().to_dict(), "crop_size": crop, "resize_scale": list(scale),
+            "resize_ratio": list(recorded.get("resize_ratio") or [0.5, 2.0]), "tau": base.model.encoder.cfg.tau,
+            "iterations": iterations, "batch_size": opts.batch_size, "lr": opts.lr or lr, "head_lr_mult": head,
+            "warmup_iterations": min(50, iterations // 10), "amp": amp, "freeze_bn": trained,
+            "workers": 2 if device.type == "cuda" else 0, "seed": opts.seed,
+            "checkpoint_every": max(1, iterations // 4), "log_every": 10}
+    return TrainConfig.from_dict(data).override(list(opts.overrides))
+
+
+def _fingerprint(parts: list[Any], arrays: list[np.ndarray]) -> str:
+    digest = hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=16)
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _base_name(opts: FinetuneOptions, snapshot: ProjectSnapshot) -> str:
+    if opts.base:
+        return opts.base
+    if snapshot.model:
+        return snapshot.model
+    active = active_checkpoint(models_dir(snapshot.data_dir))
+    if active is not None:
+        return str(active)
+    raise FinetuneDataError("the project has no model to start from: choose one in chimera-app or pass --base "
+                            "(e.g. --base shapes-chimera or --base clip:ViT-B-16/openai)")
+
+
+def _class_pixels(targets: list[np.ndarray], count: int) -> np.ndarray:
+    totals = np.zeros(count + 1, np.int64)
+    for target in targets:
+        totals += np.bincount(np.minimum(target.ravel(), count), minlength=count + 1)[:count + 1]
+    return totals[:count]
+
+
+def finetune(opts: FinetuneOptions) -> dict[str, Any]:
+    """Run (or resume) a fine-tune of the project; returns the summary (rank 0) or {} (other ranks)."""
+    started = time.perf_counter()
+    context = distributed.start(opts.device)
+    device = resolve_device(context.device)[0]
+    progress = Progress(opts.progress if context.is_main else "none")
+    snapshot = read_snapshot(opts.project, opts.project_dir)
+    if not snapshot.classes:
+        raise FinetuneDataError("the project has no classes: add the classes you label in chimera-app first")
+    if len(snapshot.verified) < max(opts.min_images, 2):
+        raise FinetuneDataError(
+            f"too few human-verified images to fine-tune: {len(snapshot.verified)} of the needed "
+            f"{max(opts.min_images, 2)} (one is held out to measure the result). Correct and verify more images "
+            "(accepting a prediction verifies an image), then run it again")
+    held_rels, train_rels = split_images(snapshot.verified, opts.holdout, opts.seed)
+    journal, lut = read_journal(snapshot.data_dir), snapshot.class_lut()
+    progress.stage("read", len(train_rels))
+    train_items = []
+    for rel in train_rels:
+        train_items.append(snapshot.load(rel, journal, lut))
+        progress.update()
+    names, prompts = [c.name for c in snapshot.classes], snapshot.prompts
+    pixels = _class_pixels([item.target for item in train_items], len(prompts))
+    empty = [names[i] for i in np.flatnonzero(pixels == 0)]
+    if empty and (not opts.skip_empty_classes or len(empty) == len(names)):
+        raise FinetuneDataError(
+            f"no person-decided pixels of {', '.join(repr(n) for n in empty)} in the {len(train_rels)} training "
+            "images: label them in some verified images, or pass --skip-empty-classes to leave those classes out "
+            "of training (they keep the base model's behaviour)")
+    trained_ids = [i for i in range(len(prompts)) if pixels[i] > 0]
+    if empty:
+        remap = np.full(256, IGNORE, np.uint8)
+        remap[trained_ids] = np.arange(len(trained_ids))
+        for item in train_items:
+            item.target = remap[item.target]
+        progress.note(f"left out of training (no pixels): {', '.join(empty)}")
+    trained_prompts = [prompts[i] for i in trained_ids]
+
+    base_name = _base_name(opts, snapshot)
+    base = resolve_base(base_name, device.type, opts.body)
+    for note in base.notes:
+        progress.note(note)
+    templates = snapshot.templates or base.model.templates
+    cfg = build_config(opts, base, device, len(train_items))
+    run = RunDir(opts.out or snapshot.data_dir / WORK_DIR_NAME)
+    plan = {"base": base.name, "prompts": trained_prompts, "templates": templates, "held_out": held_rels,
+            "train": train_rels, "config": cfg.to_dict(),
+            "data": _fingerprint([train_rels], [i.target for i in train_items] + [i.image for i in train_items])}
+    plan_path = run.path / "plan.json"
+    previous = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.is_file() else None
+    resume = run.has_state() and not opts.fresh and previous == plan
+    if run.has_state() and not opts.fresh and previous != plan:
+        progress.note("the project's verified images, classes or settings changed since the unfinished fine-tune "
+                      f"in {run.path}: starting over")
+    model = load_model(run.model) if resume else base.model
+    model.templates = templates
+    model.encoder.cfg.templates = templates
+    if not resume and context.is_main:
+        run.metrics.unlink(missing_ok=True)
+        atomic_write_json(plan_path, plan)
+        run.write_config(cfg.to_dict())
+    text = TextEncoder(model.clip, templates, tokenizer=_tokenizer(model.clip_spec.arch)).encode(trained_prompts)
+    stream = training_stream(train_items, trained_prompts, cfg, model)
+    torch.manual_seed(cfg.seed)
+    loop = train_steps(model, cfg, text, stream, run, device, context.rank, context.world_size, resume,
+                       {"finetune_plan": plan}, on_start=lambda step: progress.stage("train", cfg.iterations, step),
+                       on_step=lambda _: progress.update(), stop_after=opts.stop_after)
+    progress.close()
+    context.close()
+    if not context.is_main:
+        return {}
+    if loop.interrupted or loop.step < cfg.iterations:
+        return {"interrupted": loop.interrupted, "step": loop.step, "iterations": cfg.iterations,
+                "run": str(run.path)}
+
+    held_items = [snapshot.load(rel, journal, lut) for rel in held_rels]
+    result = _blend_and_measure(opts, base, model, held_items, prompts, names, progress, str(device))
+    summary = {
+        "project": str(snapshot.root), "base": base.name, "notes": base.notes, "classes": names,
+        "trained_classes": [names[i] for i in trained_ids], "class_pixels": dict(zip(names, pixels.tolist())),
+        "train_images": len(train_rels), "held_out_images": held_rels, "iterations": cfg.iterations,
+        "train_seconds": round(loop.seconds, 1), "config": cfg.to_dict(), "torch": torch.__version__,
+        "device": str(device), **result}
+    model.seen_classes = list(dict.fromkeys([*base.model.seen_classes, *trained_prompts]))
+    model.info = {}
+
+    def write(name: str, checkpoint: Path, metrics: Path) -> dict:
+        model.name = f"{snapshot.root.name} {name}"
+        summary.update(version=name, checkpoint=str(checkpoint), total_seconds=round(time.perf_counter() - started, 1))
+        save_model(model, checkpoint, info={"finetune": summary})
+        atomic_write_json(metrics, summary)
+        return {"base": base.name, "alpha": summary["alpha"], "train_images": len(train_rels),
+                "held_out_images": len(held_rels),
+                "held_out": {"mIoU_before": result["before"]["mIoU"], "mIoU_after": result["after"]["mIoU"],
+                             "pixels_to_change_before": result["before"]["pixels_to_change_per_image"],
+                             "pixels_to_change_after": result["after"]["pixels_to_change_per_image"]}}
+
+    summary["activated"] = opts.activate
+    summary["index_entry"] = add_version(models_dir(snapshot.data_dir), write, activate=opts.activate)
+    for leftover in (run.state, run.model, plan_path):  # done: the next fine-tune starts afresh
+        leftover.unlink(missing_ok=True)
+    return summary
+
+
+def _blend_and_measure(opts: FinetuneOptions, base: BaseModel, model, held_items, prompts, names,
+                       progress: Progress, device: str) -> dict[str, Any]:
+    """Measure the base and each blend on the held-out images; leave ``model`` at the chosen blend."""
+    tuned = {k: v.detach().to("cpu", copy=True) for k, v in model.encoder.state_dict().items()}
+    if base.weights is None:
+        grid = [1.0]
+    else:
+        grid = [float(opts.alpha)] if opts.alpha is not None else list(ALPHA_GRID)
+    progress.stage("evaluate", len(held_items) * (1 + sum(a != 0.0 for a in grid)))
+    tick = progress.update
+    segmenter = held_out_segmenter(model, device)
+    if base.weights is not None:
+        model.encoder.load_state_dict(base.weights)
+        before = evaluate_held_out(segmenter, held_items, prompts, names, tick)
+    else:
+        before = evaluate_held_out(held_out_segmenter(base.reference, device), held_items, prompts, names, tick)
+    scores: dict[float, dict] = {}
+    for alpha in grid:
+        if alpha == 0.0:
+            scores[alpha] = before
+            continue
+        model.encoder.load_state_dict(tuned if base.weights is None else blend(base.weights, tuned, alpha))
+        scores[alpha] = evaluate_held_out(segmenter, held_items, prompts, names, tick)
+    progress.close()
+    if base.weights is None:
+        chosen = 1.0
+    elif opts.alpha is not None:
+        chosen = float(opts.alpha)
+    else:
+        chosen = choose_alpha({a: s["mIoU"] for a, s in scores.items()}, opts.alpha_tolerance)
+    model.place(torch.device("cpu"), torch.float32)  # evaluation may have cast it to bf16
+    model.encoder.load_state_dict(tuned if base.weights is None else blend(base.weights, tuned, chosen))
+    rule = ("forced with --alpha" if opts.alpha is not None and base.weights is not None else
+            "no trained base to blend with" if base.weights is None else
+            f"smallest α within {opts.alpha_tolerance:g} mIoU of the best on the held-out images")
+    return {"alpha": chosen, "alpha_rule": rule,
+            "alpha_grid": {str(a): {"mIoU": s["mIoU"], "pixels_to_change_per_image": s["pixels_to_change_per_image"]}
+                           for a, s in scores.items()},
+            "before": before, "after": scores[chosen]}
