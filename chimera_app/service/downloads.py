@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import ModelNameError
-from engine.model_names import parse_model_name
+from engine.model_names import ModelName, parse_model_name
 
 
 class StopDownload(BaseException):
@@ -41,3 +41,18 @@ def fetch_clip_weights(model: str, progress: Callable[[int, int], None] | None =
     if name.clip is None:
         raise ModelNameError(f"{model!r} has no CLIP weights to download: give a clip:<arch>/<tag> model")
     return Path(clip_loading.fetch_weights(clip_loading.ClipSpec.parse(name.clip), progress))
+
+
+def cache_dir() -> Path:
+    """The Hugging Face cache that downloads go into (shown to the user)."""
+    from engine.clip_loading import hf_cache_dir  # here: it imports torch and open_clip
+
+    return Path(hf_cache_dir())
+
+
+def cached_clip_weights(model: ModelName) -> Path | None:
+    """The cached weights of a ``clip:``/``chimera:`` model, or None; ChimeraError for an unknown
+    architecture or tag. Never touches the network."""
+    from engine.clip_loading import ClipSpec, cached_weights_file
+
+    return cached_weights_file(ClipSpec.parse(model.clip))

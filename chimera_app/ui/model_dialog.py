@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from chimera_app.service import downloads
 from engine.errors import ChimeraError
 from engine.model_names import BUNDLED as BUNDLED_NAMES
 from engine.model_names import DEFAULT_METHOD, ModelName, parse_model_name
@@ -48,19 +49,6 @@ STYLES = {OK: "color: #2e7d32;", INFO: "", ERROR: "color: #c62828;"}
 MB = 1024 * 1024
 
 
-def default_cache_dir() -> Path:
-    from engine.clip_loading import hf_cache_dir  # lazy: imports torch and open_clip
-
-    return hf_cache_dir()
-
-
-def default_cached_file(model: ModelName) -> Path | None:
-    """The cached weights of a ``clip:`` model; raises ChimeraError for an unknown arch or tag."""
-    from engine.clip_loading import ClipSpec, cached_weights_file
-
-    return cached_weights_file(ClipSpec.parse(model.clip))
-
-
 def clip_field(model: ModelName) -> str:
     """What the CLIP field shows for a ``clip:`` model: ``<arch>/<weights>``, ``+<method>`` unless
     it is the default."""
@@ -77,8 +65,8 @@ class ModelDialog(QDialog):
     None hides downloading. Read the choice with ``model_name()``, ``device()``, ``precision()``."""
 
     def __init__(self, client=None, current: str | None = None, device: str = "auto", precision: str = "auto",
-                 parent: QWidget | None = None, *, cache_dir: Callable[[], Path] = default_cache_dir,
-                 cached_file: Callable[[ModelName], Path | None] = default_cached_file,
+                 parent: QWidget | None = None, *, cache_dir: Callable[[], Path] = downloads.cache_dir,
+                 cached_file: Callable[[ModelName], Path | None] = downloads.cached_clip_weights,
                  open_file: Callable[[QWidget, str, str], str] = _open_file) -> None:
         super().__init__(parent)
         self.setWindowTitle("Model")
