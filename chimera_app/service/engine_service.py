@@ -121,16 +121,18 @@ class EngineService:
                  class_ids: Sequence[int] | None = None) -> bool:
         """Start a folder pre-label (the caller leaves out verified/done images); False (and a
         ``Failed``) if one runs already or the class list is invalid."""
+        refusal = None
         with self._lock:
             if self._prelabel is not None:
-                self.emit(Failed("engine", "a batch pre-label is already running: cancel it first"))
-                return False
-            try:  # an invalid class list fails here, before any image is read
-                run = Prelabeler(items, prompts, class_ids, decode=self.decode)
-            except Exception as exc:  # noqa: BLE001 -- any refusal is reported like an engine failure
-                self.emit(Failed(*error_kind(exc)))
-                return False
-            self._prelabel = run
+                refusal = Failed("engine", "a batch pre-label is already running: cancel it first")
+            else:
+                try:  # an invalid class list fails here, before any image is read
+                    self._prelabel = run = Prelabeler(items, prompts, class_ids, decode=self.decode)
+                except Exception as exc:  # noqa: BLE001 -- any refusal is reported like an engine failure
+                    refusal = Failed(*error_kind(exc))
+        if refusal is not None:
+            self.emit(refusal)
+            return False
         self.emit(PrelabelProgress(0, run.total))
         self.queue.put(PrelabelStep(run))
         return True
@@ -146,14 +148,15 @@ class EngineService:
     def download(self, spec: str) -> bool:
         """Fetch CLIP weights into the Hugging Face cache on a thread of their own; False if one runs."""
         with self._lock:
-            if self._download is not None and self._download.is_alive():
-                self.emit(Failed("engine", "a download is already running"))
-                return False
-            self._cancel_download.clear()
-            self._download = threading.Thread(target=self._run_download, args=(spec,),
-                                              name="chimera-download", daemon=True)
-            self._download.start()
-        return True
+            busy = self._download is not None and self._download.is_alive()
+            if not busy:
+                self._cancel_download.clear()
+                self._download = threading.Thread(target=self._run_download, args=(spec,),
+                                                  name="chimera-download", daemon=True)
+                self._download.start()
+        if busy:
+            self.emit(Failed("engine", "a download is already running"))
+        return not busy
 
     def cancel_download(self) -> None:
         """Stops a download (``download`` or inside ``LoadModel``) at its next progress report."""
