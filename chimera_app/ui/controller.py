@@ -180,19 +180,27 @@ class AnnotationController(QObject):
         self.request_prediction(self.draft)
 
     def _on_classes_changed(self, *_) -> None:
-        self.project.save_meta()
+        self._save_meta()
         self.draft = ""
         self.request_prediction()
+
+    def _save_meta(self) -> None:
+        """Write project.json (classes, states); a disk that refuses it is reported, and the
+        classes stay in memory to be written with the next save."""
+        try:
+            self.project.save_meta()
+        except ChimeraError as error:
+            self.failed.emit("disk", str(error))
 
     def _on_fill(self, x: float, y: float) -> None:
         if self.rgb is not None:
             self._edit(tools.flood(self.session.doc.labels, int(x), int(y)))
 
     def _on_classes_reordered(self) -> None:
-        self.project.save_meta()
+        self._save_meta()
 
     def _on_looks_changed(self, *_) -> None:
-        self.project.save_meta()
+        self._save_meta()
         self._repaint()
 
     def _on_prelabel_progress(self, done: int, total: int) -> None:

@@ -236,7 +236,7 @@ class MainWindow(QMainWindow):
                 project.classes.add(text)
             except ChimeraError as error:  # e.g. already in the project
                 self.statusBar().showMessage(str(error), 4000)
-        project.save_meta()
+        self._save_meta(project)
         self.class_panel.set_classes(project.classes)
         self.file_list.set_project(project.images(), project.state, project.uncertainty)
         notes = []  # shown in the status bar, not in a box: nothing here needs an answer
@@ -282,8 +282,17 @@ class MainWindow(QMainWindow):
         if self.session is not None:
             self.session.save()
             self.session.saver.flush()
-            self.project.save_meta()
-            self.statusBar().showMessage("Saved", 2000)
+            if self._save_meta(self.project):
+                self.statusBar().showMessage("Saved", 2000)
+
+    def _save_meta(self, project: Project) -> bool:
+        """Write project.json; False (after a message) when the disk refuses it."""
+        try:
+            project.save_meta()
+        except ChimeraError as error:
+            self._on_failed("disk", str(error))
+            return False
+        return True
 
     def load_model(self, name: str, device: str | None = None) -> None:
         self.model_name = name
@@ -295,7 +304,7 @@ class MainWindow(QMainWindow):
         self.device_label.setToolTip(info.reason)
         if self.project is not None:
             self.project.model = self.model_name
-            self.project.save_meta()
+            self._save_meta(self.project)
         if self.controller is not None:
             self.controller.request_prediction()
 

@@ -158,3 +158,20 @@ def test_an_edit_the_disk_refuses_is_reported_and_not_shown(setup, monkeypatch):
     assert failures and failures[0][0] == "disk" and "no space" in failures[0][1]
     assert not session.doc.labels.any() and not controller.canvas.labels.any()
     assert not session.undo_stack.can_undo
+
+
+def test_a_project_file_the_disk_refuses_is_reported_and_the_class_kept(setup, monkeypatch):
+    from chimera_app.project.store import SaveError
+
+    controller, client, panel, session, project = setup
+    failures = []
+    controller.failed.connect(lambda kind, text: failures.append((kind, text)))
+
+    def full_disk():
+        raise SaveError("the project file could not be saved (no space left on device)")
+
+    monkeypatch.setattr(project, "save_meta", full_disk)
+    assert panel.add_class("car") is not None
+    assert failures == [("disk", "the project file could not be saved (no space left on device)")]
+    assert [c.name for c in project.classes] == ["road", "car"]
+    assert client.requests[-1]["prompts"] == ["road", "car"]  # and it is predicted all the same
