@@ -13,9 +13,13 @@ from __future__ import annotations
 import dataclasses
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: importing them here would import torch and make a cycle
+    from chimera_app.service.prelabel import Prelabeler
+    from engine.segmenter import Segmenter
 
 INTERACTIVE, PREFETCH, BATCH = 0, 1, 2  # priorities: what the user waits for, ahead-of-time work, folder jobs
 
@@ -127,7 +131,7 @@ class StoreFeatures(Request):
 
     key: str
     future: Future
-    segmenter: Any  # the Segmenter it was computed with; dropped if another model came meanwhile
+    segmenter: Segmenter  # the one it was computed with; dropped if another model came meanwhile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +140,7 @@ class PrelabelStep(Request):
     one image), then queue the next step."""
 
     priority: ClassVar[int] = BATCH
-    run: Any  # a chimera_app.service.prelabel.Prelabeler
+    run: Prelabeler
 
 
 # -- what comes back -------------------------------------------------------------------------------
