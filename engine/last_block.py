@@ -38,26 +38,27 @@ def stock(block: ResidualAttentionBlock, x: torch.Tensor, grid: tuple[int, int])
 def maskclip(block: ResidualAttentionBlock, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     # Identity attention is the value projection itself: skip q, k and the L x L scores.
     attn, width = block.attn, x.shape[-1]
-    v = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:])
-    x = x + block.ls_1(attn.out_proj(v))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    v = F.linear(vit_ops.layer_norm(block.ln_1, x), attn.in_proj_weight[2 * width:].to(x.dtype),
+                 attn.in_proj_bias[2 * width:].to(x.dtype))
+    x = x + vit_ops.layer_scale(block.ls_1, vit_ops.linear(attn.out_proj, v))
+    return x + vit_ops.layer_scale(block.ls_2, vit_ops.mlp(block, vit_ops.layer_norm(block.ln_2, x)))
 
 
 def sclip(block: ResidualAttentionBlock, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    q, k, v = vit_ops.split_heads(block.attn, block.ln_1(x))
+    q, k, v = vit_ops.split_heads(block.attn, vit_ops.layer_norm(block.ln_1, x))
     attended = F.scaled_dot_product_attention(q, q, v) + F.scaled_dot_product_attention(k, k, v)
-    x = x + block.ls_1(vit_ops.merge_heads(block.attn, attended))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    x = x + vit_ops.layer_scale(block.ls_1, vit_ops.merge_heads(block.attn, attended))
+    return x + vit_ops.layer_scale(block.ls_2, vit_ops.mlp(block, vit_ops.layer_norm(block.ln_2, x)))
 
 
 def clearclip(block: ResidualAttentionBlock, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    q, _, v = vit_ops.split_heads(block.attn, block.ln_1(x))
+    q, _, v = vit_ops.split_heads(block.attn, vit_ops.layer_norm(block.ln_1, x))
     return vit_ops.merge_heads(block.attn, F.scaled_dot_product_attention(q, q, v))
 
 
 def naclip(block: ResidualAttentionBlock, x: torch.Tensor, grid: tuple[int, int],
            std: float = DEFAULT_STD) -> torch.Tensor:
-    _, k, v = vit_ops.split_heads(block.attn, block.ln_1(x))
+    _, k, v = vit_ops.split_heads(block.attn, vit_ops.layer_norm(block.ln_1, x))
     prior = gaussian_prior(grid, std, device=x.device, dtype=k.dtype)
     return vit_ops.merge_heads(block.attn, F.scaled_dot_product_attention(k, k, v, attn_mask=prior))
 

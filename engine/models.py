@@ -54,18 +54,23 @@ class SegmentationModel:
     def output_stride(self) -> int:
         return self.encoder.output_stride
 
-    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+    def place(self, device: torch.device, dtype: torch.dtype, storage: torch.dtype | None = None) -> None:
         """Move what inference runs to ``device``/``dtype``: the encoder and CLIP's text tower.
 
         CLIP's image tower stays where it is: Chimera-Seg's head holds its own copy of the blocks it
         uses (a GPU need not hold the other ~85 M parameters of ViT-B/16), and dense CLIP's encoder
         *is* that tower, moved with the encoder.
+
+        ``storage`` (e.g. fp16 while computing in fp32 on a CPU) keeps the weights that only the
+        engine's own forward reads — a dense-CLIP encoder and the text tower's token table — in that
+        smaller format; ``engine.vit_ops`` casts them as it uses them.
         """
-        self.encoder.to(device, dtype).eval()
+        small = storage is not None and storage != dtype
+        self.encoder.to(device, storage if small and self.kind == DENSE_CLIP else dtype).eval()
         self.clip.eval()
         for name, part in self.clip.named_children():
             if name != "visual":
-                part.to(device, dtype)
+                part.to(device, storage if small and name == "token_embedding" else dtype)
         for tensor in self.clip.parameters(recurse=False):  # positional embedding, projection, scale
             tensor.data = tensor.data.to(device, dtype)
         for name, tensor in list(self.clip.named_buffers(recurse=False)):  # the causal mask

@@ -73,11 +73,13 @@ class Segmenter:
         min_area: default area rule (classes winning less than this share of the labelled pixels
             are dropped), 0 = off.
         refine: PAMR steps on the image's colours by default (0 = off; ``engine.pamr``).
+        weight_storage: ``"auto"`` stores what the engine's own forward reads in fp16 when a CPU
+            computes in fp32 (half the resident weights; features within ~1e-3), ``"full"`` never.
     """
 
     def __init__(self, model: SegmentationModel, device: DeviceChoice, batch_size: int = 4,
                  cache_images: int = 8, min_confidence: float = 0.0, calibration: float = 0.0,
-                 min_area: float = 0.0, refine: int = 0):
+                 min_area: float = 0.0, refine: int = 0, weight_storage: str = "auto"):
         self.model = model
         self.device = device
         self.batch_size = max(1, int(batch_size))
@@ -88,15 +90,20 @@ class Segmenter:
         self.refine = int(refine)
         # On a CPU the intra-op thread count follows the load other processes put on the cores.
         self.thread_budget = ThreadBudget() if device.device.type == "cpu" else None
+        if weight_storage not in ("auto", "full"):
+            raise ValueError(f"weight_storage must be 'auto' or 'full', not {weight_storage!r}")
         model.place(device.device, device.dtype)
         window = min(model.inference.window, model.inference.short_side)
         settled = precision.settle(device, model.encoder, model.name, (self.batch_size, 3, window, window))
-        if settled.dtype != device.dtype:
-            model.place(settled.device, settled.dtype)
+        half = weight_storage == "auto" and settled.device.type == "cpu" and settled.dtype == torch.float32
+        if settled.dtype != device.dtype or half:
+            model.place(settled.device, settled.dtype, torch.float16 if half else None)
         self.device = settled
-        self.text = TextEncoder(model.clip, model.templates, tokenizer=_tokenizer(model.clip_spec.arch))
+        self.text = TextEncoder(model.clip, model.templates, tokenizer=_tokenizer(model.clip_spec.arch),
+                                compute_dtype=settled.dtype)
         # Previews while a class name is typed: one template instead of the ensemble (~15x cheaper).
-        self.quick_text = TextEncoder(model.clip, [_quick_template(model.templates)], tokenizer=self.text.tokenizer)
+        self.quick_text = TextEncoder(model.clip, [_quick_template(model.templates)], tokenizer=self.text.tokenizer,
+                                      compute_dtype=settled.dtype)
         self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
         self._current: str | None = None
         self.images_encoded = 0  # counts real encodes, so tests can prove the cache works

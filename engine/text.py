@@ -57,8 +57,9 @@ class TextEncoder:
     """
 
     def __init__(self, clip_model: torch.nn.Module, templates: str | Sequence[str] = DEFAULT_TEMPLATES,
-                 cache_size: int = 4096, tokenizer=None):
+                 cache_size: int = 4096, tokenizer=None, compute_dtype: torch.dtype | None = None):
         self.model = clip_model
+        self.compute_dtype = compute_dtype  # None: the weights' dtype (see engine.vit_ops on storage)
         self.templates = load_templates(templates)
         self.tokenizer = tokenizer or open_clip.get_tokenizer("ViT-B-16")
         self.cache_size = cache_size
@@ -92,13 +93,16 @@ class TextEncoder:
         tokens = self.tokenizer(prompts, context_length=context) if context else self.tokenizer(prompts)
         embedding = getattr(self.model, "token_embedding", None)  # the text tower's device, not visual's
         tokens = tokens.to(embedding.weight.device if embedding is not None else next(self.model.parameters()).device)
-        emb = F.normalize(encode_text_trimmed(self.model, tokens).float(), dim=-1)
+        emb = F.normalize(encode_text_trimmed(self.model, tokens, self.compute_dtype).float(), dim=-1)
         self.phrases_encoded += len(phrases)
         return F.normalize(emb.reshape(len(phrases), t, -1).mean(1), dim=-1).cpu()
 
 
-def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor,
+                        dtype: torch.dtype | None = None) -> torch.Tensor:
     """``model.encode_text`` on token rows trimmed to the longest prompt (``B x 77`` → ``B x C``).
+
+    ``dtype``: compute in it whatever the weights are stored in (default: the weights' own dtype).
 
     The text tower is causal and pools the end-of-text token, so the padding after the longest prompt
     never influences the result; dropping it makes short prompts ~7x cheaper. Falls back to the stock
@@ -111,11 +115,11 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
         return model.encode_text(tokens)
     length = int((tokens != 0).sum(1).max())
     tokens = tokens[:, :length]
-    cast_dtype = model.transformer.get_cast_dtype()
+    cast_dtype = dtype or model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     # The engine's own block forward (contiguous B x L x W, fused causal attention): see vit_ops.
     x = vit_ops.run_blocks(model.transformer.resblocks, x, causal=True)
-    x = model.ln_final(x)
+    x = vit_ops.layer_norm(model.ln_final, x)
     x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
     proj = model.text_projection
-    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+    return vit_ops.linear(proj, x) if isinstance(proj, torch.nn.Linear) else x @ proj.to(x.dtype)

@@ -1,5 +1,10 @@
 """Pieces of an open_clip ``VisionTransformer`` forward pass, usable at any input size.
 
+Every function computes in the dtype of its input tokens and casts parameters to it as it uses them,
+so weights may be *stored* in a smaller format than they are computed in (fp16 storage with fp32
+compute on CPUs halves the resident weights; the cast of one layer's weights is cheap next to the
+layer's matrix product).
+
 open_clip runs its ViT only at the size it was built for. Dense prediction needs the patch tokens of
 any image size (the positional embedding interpolated to the new grid) and needs to run a subset of
 the blocks (the CLIP Semantic Head reuses the last N). Shapes: B batch, N patches, W width, C CLIP
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+from open_clip.transformer import LayerNormFp32, LayerScale, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from engine.errors import ModelNameError
@@ -54,18 +59,46 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> tor
     return torch.cat([cls_pos, patch_pos], dim=0)
 
 
+def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, _as(layer.weight, x.dtype), _as(layer.bias, x.dtype))
+
+
+def layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's LayerNorm (in the input's dtype) or LayerNormFp32 (in fp32), any weight storage."""
+    compute = torch.float32 if isinstance(norm, LayerNormFp32) else x.dtype
+    out = F.layer_norm(x.to(compute), norm.normalized_shape, _as(norm.weight, compute), _as(norm.bias, compute),
+                       norm.eps)
+    return out.to(x.dtype)
+
+
+def layer_scale(scale: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x * _as(scale.gamma, x.dtype) if isinstance(scale, LayerScale) else x
+
+
+def mlp(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
+    """The block's FFN (Linear, activation, Linear) on ``x``."""
+    for layer in block.mlp:
+        x = linear(layer, x) if isinstance(layer, nn.Linear) else layer(x)
+    return x
+
+
 def embed_patches(visual: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     """Images ``B x 3 x H x W`` (CLIP-normalised) → tokens ``B x (1+N) x W`` before the first block.
 
-    Pixels beyond the last whole patch are dropped, as in ``conv1`` itself.
+    Pixels beyond the last whole patch are dropped, as in ``conv1`` itself. Computes in the images' dtype.
     """
-    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    conv = visual.conv1
+    x = F.conv2d(images, _as(conv.weight, images.dtype), _as(conv.bias, images.dtype), conv.stride)
     grid = (x.shape[2], x.shape[3])
     x = x.flatten(2).transpose(1, 2)
     cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
     x = torch.cat([cls, x], dim=1)
     x = x + interpolate_pos_embed(visual.positional_embedding, grid).to(x.dtype)
-    return visual.ln_pre(x), grid
+    return layer_norm(visual.ln_pre, x), grid
 
 
 def split_heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,7 +111,7 @@ def split_heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Ten
     """
     b, length, width = x.shape
     heads = attn.num_heads
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # B x L x 3W, contiguous
+    qkv = F.linear(x, _as(attn.in_proj_weight, x.dtype), _as(attn.in_proj_bias, x.dtype))  # B x L x 3W
     q, k, v = qkv.view(b, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
     return q, k, v
 
@@ -86,16 +119,16 @@ def split_heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Ten
 def merge_heads(attn: nn.MultiheadAttention, out: torch.Tensor) -> torch.Tensor:
     """Per-head outputs ``B x H x L x d`` → ``B x L x W`` through the attention's output projection."""
     b, heads, length, dim = out.shape
-    return attn.out_proj(out.transpose(1, 2).reshape(b, length, heads * dim))
+    return linear(attn.out_proj, out.transpose(1, 2).reshape(b, length, heads * dim))
 
 
 def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
     """One stock open_clip block on ``B x L x W`` tokens, equal to ``block(x)`` (or to the text
     tower's causal call), with fused attention and no batch-second views at any batch size."""
-    q, k, v = split_heads(block.attn, block.ln_1(x))
+    q, k, v = split_heads(block.attn, layer_norm(block.ln_1, x))
     attended = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    x = x + block.ls_1(merge_heads(block.attn, attended))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    x = x + layer_scale(block.ls_1, merge_heads(block.attn, attended))
+    return x + layer_scale(block.ls_2, mlp(block, layer_norm(block.ln_2, x)))
 
 
 def run_blocks(blocks: nn.ModuleList | list, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -107,7 +140,7 @@ def run_blocks(blocks: nn.ModuleList | list, x: torch.Tensor, causal: bool = Fal
 
 def project_tokens(ln_post: nn.Module, proj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Tokens ``B x L x W`` → CLIP space ``B x L x C`` (CLIP's own ``ln_post`` and ``proj``)."""
-    return ln_post(x) @ proj.to(x.dtype)
+    return layer_norm(ln_post, x) @ proj.to(x.dtype)
 
 
 def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -211,3 +211,28 @@ def test_quick_text_embeds_only_new_names_with_one_template(tiny_segmenter):
     assert not np.array_equal(quick.confidence, exact.confidence)  # one template is not the ensemble
     same = seg.segment(["road", "car"], quick_text=True)  # nothing new: identical to the full answer
     assert np.array_equal(same.labels, full.labels) and np.array_equal(same.confidence, full.confidence)
+
+
+def test_cpu_fp32_stores_dense_clip_weights_in_fp16_and_computes_in_fp32():
+    from engine import load_segmenter
+
+    rgb = _image(64, 96)
+    torch.manual_seed(0)
+    full = load_segmenter("clip:chimera-tiny/random", device="cpu", precision="fp32", weight_storage="full")
+    torch.manual_seed(0)
+    half = load_segmenter("clip:chimera-tiny/random", device="cpu", precision="fp32")
+    assert full.model.encoder.visual.conv1.weight.dtype == torch.float32
+    assert half.model.encoder.visual.conv1.weight.dtype == torch.float16
+    assert half.model.clip.token_embedding.weight.dtype == torch.float16
+    assert half.model.clip.ln_final.weight.dtype == torch.float32  # only what our own forward reads
+    full_bytes = sum(p.numel() * p.element_size() for p in full.model.encoder.parameters())
+    half_bytes = sum(p.numel() * p.element_size() for p in half.model.encoder.parameters())
+    assert half_bytes == full_bytes // 2
+    full.set_image(rgb)
+    half.set_image(rgb)
+    assert half.features().features.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(full.features().features, half.features().features, dim=0)
+    assert cos.min() > 0.999
+    torch.testing.assert_close(half.text.encode(["circle"]), full.text.encode(["circle"]), rtol=0, atol=2e-3)
+    with pytest.raises(ValueError):
+        load_segmenter("clip:chimera-tiny/random", device="cpu", weight_storage="tiny")
