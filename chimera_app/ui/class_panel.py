@@ -354,10 +354,6 @@ class ClassPanel(QWidget):
     def draft(self) -> str:
         return self.entry.text().strip()
 
-    def focus_entry(self) -> None:
-        self.entry.setFocus()
-        self.entry.selectAll()
-
     def _on_text_changed(self, _text: str) -> None:
         self._show_error(self._check_draft()[1])  # at every key: the check is cheap, the preview is not
         if self._timer.isActive():
