@@ -31,12 +31,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
-import numpy as np
-from PIL import Image, ImageOps
-
-from engine.errors import ImageLoadError
 from engine.limits import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, ImageTooLargeError, check_image_size
+
+# OpenCV reads its own decode limit once, when it loads: where this module is the first to import it,
+# that limit becomes ours too, which guards the few files whose header Pillow cannot read.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+
+from engine.errors import ImageLoadError  # noqa: E402
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",

@@ -200,3 +200,21 @@ def test_shapes_class_file_with_numbers_for_names(tmp_path):
     (tmp_path / "split.json").write_text('{"classes": [1, 2], "unseen": []}')
     with pytest.raises(DatasetLayoutError, match="class names must be text"):
         load_info("shapes", tmp_path)
+
+
+def test_opencv_decode_limit_is_ours_where_the_engine_loads_it_first(tmp_path):
+    # The guard for files whose header Pillow cannot read: OpenCV's own limit, which it reads once
+    # when it loads. A 250 MP header must be refused by OpenCV itself, before it allocates.
+    import subprocess
+    import sys
+
+    from tests.hostile.conftest import REPO
+
+    path = _png_declaring(tmp_path / "bomb.png", 25000, 10000)
+    code = ("import sys, numpy as np, engine.images, cv2\n"
+            "try:\n    cv2.imdecode(np.fromfile(sys.argv[1], np.uint8), cv2.IMREAD_UNCHANGED)\n"
+            "except cv2.error as exc:\n    print('refused' if 'pixels' in str(exc) else exc)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                          cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
+    assert done.stdout.strip() == "refused", done.stdout + done.stderr
