@@ -28,7 +28,8 @@ from chimera_app.project.exports import export_coco, export_png_masks
 from chimera_app.project.mask_paths import check_png_collisions
 from chimera_app.service.downloads import fetch_clip_weights
 from chimera_app.service.prelabel import Prelabeler, store_prediction
-from engine import ChimeraError, find_images
+from engine import ChimeraError, ClassNameError, find_images
+from engine.background import background_prompts
 from engine.class_names import parse_classes, split_class_list, split_phrases
 from engine.formats.coco import CocoBuilder, validate_coco, write_coco
 from engine.formats.png_masks import write_class_list
@@ -41,15 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chimera-label", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="models: shapes-chimera, shapes-clip (bundled), clip:<arch>/<tag|random|file> "
-               "(e.g. clip:ViT-B-16/openai), chimera:<preset>/<arch>/<tag>, or a checkpoint path.\n"
+        epilog="models: shapes-chimera, shapes-clip (bundled), clip:<arch>/<tag|random|file>[+method] "
+               "(e.g. clip:ViT-B-16/openai, NACLIP; +sclip, +clearclip, +maskclip), "
+               "chimera:<preset>/<arch>/<tag>, or a checkpoint path.\n"
                "Exit status: 0 when the output was written (skipped images are listed on stderr), "
                "1 when nothing could be written, 2 for bad arguments.")
     p.add_argument("images_dir", nargs="?", type=Path, help="folder of images (searched recursively)")
     p.add_argument("--classes", help='class names: "road,car;automobile,tree"')
     p.add_argument("--classes-file", type=Path, help="a file with one class per line (instead of --classes)")
     p.add_argument("--background", default="",
-                   help='phrases that compete with the classes but leave pixels unlabeled: "sky,wall"')
+                   help='phrases that compete with the classes but leave pixels unlabeled: "sky,wall", '
+                        'or "stuff" for the 26 stuff words of the training-free papers')
     p.add_argument("--model", default="shapes-chimera", help="model name or checkpoint (default: %(default)s)")
     p.add_argument("--out", type=Path, help="COCO JSON file to write (with --project: an export of the project)")
     p.add_argument("--project", type=Path, metavar="IMAGES_DIR",
@@ -65,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="pixels whose best class probability is below this stay unlabeled; "
                         "0 gives every pixel its best class (default: %(default)s)")
+    p.add_argument("--min-area", type=float, default=0.0,
+                   help="a class that wins less than this share of an image's labelled pixels is dropped and "
+                        "its pixels go to their next best class (default: %(default)s, off)")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="PAMR refinement steps on the image's colours (10 is the papers'; default: off)")
+    p.add_argument("--short-side", type=int, default=None,
+                   help="resize images to this short side before the windows (default: the model's)")
+    p.add_argument("--window", type=int, default=None, help="sliding-window size (default: the model's)")
+    p.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: the model's)")
     p.add_argument("--download", metavar="MODEL",
                    help="only fetch the weights of a clip: model into the Hugging Face cache, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,13 +87,24 @@ def read_classes(args: argparse.Namespace) -> list[str]:
     if args.classes_file:
         try:
             lines = args.classes_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ClassNameError(f"the classes file {args.classes_file} is not UTF-8 text ({exc.reason} "
+                                 f"at byte {exc.start})") from None
         except OSError as exc:
             raise ChimeraError(f"cannot read the classes file: {exc}") from exc
         classes = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     else:
         classes = split_class_list(args.classes or "")
-    parse_classes(classes + split_class_list(args.background))  # fail before loading any model
+    parse_classes(classes + background_prompts(args.background, classes))  # fail before loading any model
     return classes
+
+
+def segmenter_options(args: argparse.Namespace) -> dict:
+    """The engine options the flags set (defaults of every segment() call of the run)."""
+    inference = {k: v for k, v in (("short_side", args.short_side), ("window", args.window),
+                                   ("stride", args.stride)) if v is not None}
+    return {"batch_size": args.batch_size, "refine": args.refine, "min_area": args.min_area,
+            **({"inference": inference} if inference else {})}
 
 
 def download(model: str) -> int:
@@ -108,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     context = distributed.start(args.device)
     try:
         segmenter = load_segmenter(args.model, device=context.device, precision=args.precision,
-                                   batch_size=args.batch_size)
-        options = LabelOptions(tuple(classes), tuple(split_class_list(args.background)),
+                                   **segmenter_options(args))
+        options = LabelOptions(tuple(classes), tuple(background_prompts(args.background, classes)),
                                args.min_confidence, args.png_dir)
         mine = paths[context.rank::context.world_size]
         if context.is_main:
@@ -157,7 +180,6 @@ def run_project(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ChimeraError("--project runs in one process (a project has one writer); run it without torchrun")
     given = read_classes(args) if (args.classes or args.classes_file) else []
-    background = tuple(split_class_list(args.background))
     with Project.open(args.project, args.project_data) as project:
         # A class the project already has (by name) is kept as it is; the new ones are tried on a
         # copy first, so a clash (or a background phrase that is also a class) changes nothing.
@@ -167,6 +189,7 @@ def run_project(args: argparse.Namespace) -> int:
             trial.add(text)
         if not len(trial):
             raise ChimeraError("the project has no classes yet: give them with --classes")
+        background = tuple(background_prompts(args.background, trial.prompts()))
         parse_classes(trial.prompts() + list(background))  # fail before loading any model
         for text in new:
             project.classes.add(text)
@@ -184,7 +207,7 @@ def run_project(args: argparse.Namespace) -> int:
                 from engine import load_segmenter
 
                 segmenter = load_segmenter(args.model, device=args.device, precision=args.precision,
-                                           batch_size=args.batch_size)
+                                           **segmenter_options(args))
                 project.model = args.model  # the app offers the model that made the predictions
                 print(f"chimera-label: {len(todo)} of {len(images)} images to label into {project.data_dir}, "
                       f"{len(project.classes)} classes, {segmenter.describe()}", file=sys.stderr)
@@ -243,9 +266,16 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("give the folder either as IMAGES_DIR or as --project, not both")
         elif args.images_dir is None or args.out is None or not (args.classes or args.classes_file):
             parser.error("IMAGES_DIR, --classes (or --classes-file) and --out are required")
-        if args.batch_size < 1 or not 0 <= args.min_confidence <= 1:
-            parser.error("--batch-size must be ≥ 1 and --min-confidence in [0, 1]")
+        if args.batch_size < 1 or not 0 <= args.min_confidence <= 1 or not 0 <= args.min_area < 1:
+            parser.error("--batch-size must be ≥ 1, --min-confidence in [0, 1] and --min-area in [0, 1)")
+        if args.refine < 0 or any(v is not None and v < 16 for v in (args.short_side, args.window, args.stride)):
+            parser.error("--refine must be ≥ 0 and --short-side / --window / --stride at least 16 pixels")
+        if args.window is not None and args.stride is not None and args.stride > args.window:
+            parser.error("--stride must not exceed --window (pixels would be skipped)")
         return run_project(args) if args.project is not None else run(args)
+    except ClassNameError as exc:  # a bad class list is a bad argument, found before any work
+        print(f"chimera-label: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ChimeraError as exc:
         print(f"chimera-label: {exc}", file=sys.stderr)
         return EXIT_FAILED

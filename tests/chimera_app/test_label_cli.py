@@ -137,3 +137,43 @@ def test_torchrun_two_processes_merge_into_the_same_file(tmp_path, image_dir, ti
     a, b = json.loads(single.read_text()), json.loads(double.read_text())
     for key in ("images", "annotations", "categories"):
         assert a[key] == b[key]
+
+
+def test_training_free_options_reach_the_segmenter(tmp_path, image_dir, monkeypatch):
+    import engine
+
+    made = {}
+    real = engine.load_segmenter
+
+    def spy(name, **kwargs):
+        made.update(kwargs, name=name)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(engine, "load_segmenter", spy)
+    out = tmp_path / "c.json"
+    code, err = _run(image_dir, "--classes", "red disc,bed", "--model", "clip:chimera-tiny/random+sclip",
+                     "--out", out, "--background", "stuff", "--refine", "3", "--min-area", "0.05",
+                     "--short-side", "96", "--window", "64", "--stride", "32", "--device", "cpu",
+                     "--precision", "fp32", "--quiet")
+    assert code == 0, err
+    assert made["name"] == "clip:chimera-tiny/random+sclip"
+    assert (made["refine"], made["min_area"]) == (3, 0.05)
+    assert made["inference"] == {"short_side": 96, "window": 64, "stride": 32}
+    assert validate_coco(json.loads(out.read_text()), expected_classes=["red disc", "bed"]) == []
+
+
+@pytest.mark.parametrize("flags", [["--refine", "-1"], ["--min-area", "1.5"], ["--window", "8"],
+                                   ["--window", "64", "--stride", "96"]])
+def test_bad_training_free_options_are_usage_errors(tmp_path, image_dir, flags):
+    with pytest.raises(SystemExit) as stop:
+        _run(image_dir, "--classes", "a", "--out", tmp_path / "c.json", *flags)
+    assert stop.value.code == 2
+
+
+def test_class_list_errors_exit_2_and_a_non_utf8_classes_file_is_reported(tmp_path, image_dir):
+    code, err = _run(image_dir, "--classes", "road,Road", "--out", tmp_path / "c.json")
+    assert code == 2 and "road" in err.lower()
+    bad = tmp_path / "classes.txt"
+    bad.write_bytes(b"road\n\xff\xfe car\n")
+    code, err = _run(image_dir, "--classes-file", bad, "--out", tmp_path / "c.json")
+    assert code == 2 and "not UTF-8" in err and "Traceback" not in err
