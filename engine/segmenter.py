@@ -75,11 +75,13 @@ class Segmenter:
         refine: PAMR steps on the image's colours by default (0 = off; ``engine.pamr``).
         weight_storage: ``"auto"`` stores what the engine's own forward reads in fp16 when a CPU
             computes in fp32 (half the resident weights; features within ~1e-3), ``"full"`` never.
+            ``"auto"`` changes the model's tensors in place, so only a segmenter that owns its model
+            should ask for it (``load_segmenter`` does; a trainer evaluating a live model does not).
     """
 
     def __init__(self, model: SegmentationModel, device: DeviceChoice, batch_size: int = 4,
                  cache_images: int = 8, min_confidence: float = 0.0, calibration: float = 0.0,
-                 min_area: float = 0.0, refine: int = 0, weight_storage: str = "auto"):
+                 min_area: float = 0.0, refine: int = 0, weight_storage: str = "full"):
         self.model = model
         self.device = device
         self.batch_size = max(1, int(batch_size))
@@ -254,4 +256,4 @@ def load_segmenter(name_or_path: str, device: str = "auto", precision: str = "au
     model = build_model(name_or_path, progress)
     if inference:
         model.inference = dataclasses.replace(model.inference, **inference)
-    return Segmenter(model, choice, **options)
+    return Segmenter(model, choice, **{"weight_storage": "auto", **options})

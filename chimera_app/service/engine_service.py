@@ -225,15 +225,16 @@ class EngineService:
             raise ModelNameError(str(exc)) from exc
         progress = Progress(lambda done, total: self.emit(DownloadProgress(done, total)), self._cancel_download)
         # Built before the old one is dropped: if this fails, the old model keeps working.
-        # One window per forward pass on a CPU: as fast as batches there, and a batch of ViT-B/16
-        # windows holds ~65 MB of attention maps per window at once.
+        # One window per forward pass on a CPU: as fast as batches there, and the smallest peak memory.
         batch = 1 if choice.device.type == "cpu" else 4
         self.segmenter = Segmenter(build_model(request.name, progress), choice, batch_size=batch,
-                                   cache_images=self.cache_images, min_confidence=self.min_confidence)
+                                   cache_images=self.cache_images, min_confidence=self.min_confidence,
+                                   weight_storage="auto")  # the service owns this model: fp16 storage on CPUs
         gc.collect()  # the old model's weights
-        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(choice.dtype, "fp32")
-        self.emit(ModelLoaded(request.name, f"{choice.device.type.upper()} {dtype}", choice.device.type, dtype,
-                              choice.reason, self.segmenter.describe(), self.segmenter.model.kind))
+        settled = self.segmenter.device  # precision "auto" is settled on the model itself
+        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(settled.dtype, "fp32")
+        self.emit(ModelLoaded(request.name, f"{settled.device.type.upper()} {dtype}", settled.device.type, dtype,
+                              settled.reason, self.segmenter.describe(), self.segmenter.model.kind))
 
     def _set_options(self, request: SetOptions, arrival: int) -> None:
         self.min_confidence = request.min_confidence
