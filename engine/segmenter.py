@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from engine import precision, tiling
-from engine.threads import ThreadBudget
+from engine.threads import ThreadBudget, single_threaded_opencv
 from engine.clip_loading import ProgressCallback
 from engine.devices import DeviceChoice, choose
 from engine.models import SegmentationModel, build_model
@@ -92,6 +92,8 @@ class Segmenter:
         self.refine = int(refine)
         # On a CPU the intra-op thread count follows the load other processes put on the cores.
         self.thread_budget = ThreadBudget() if device.device.type == "cpu" else None
+        if self.thread_budget is not None:
+            single_threaded_opencv()
         if weight_storage not in ("auto", "full"):
             raise ValueError(f"weight_storage must be 'auto' or 'full', not {weight_storage!r}")
         model.place(device.device, device.dtype)

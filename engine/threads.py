@@ -9,6 +9,11 @@ a thread that shares its core with another busy process is descheduled for whole
 So before each encode the engine looks at how much CPU *other* processes used since its last look
 (``/proc/stat`` minus this process's own ``/proc/self/stat`` time) and gives torch the cores left,
 at least one. Where those files do not exist (macOS, Windows) it keeps torch's default.
+
+OpenCV keeps a thread pool of its own; images are decoded and resized on decode-ahead threads while
+torch runs, so OpenCV's pool would nest inside them. A CPU segmenter therefore runs OpenCV on one
+thread per calling thread (``single_threaded_opencv``): parallelism comes from the decode-ahead
+threads and from torch, not from a third pool.
 """
 
 from __future__ import annotations
@@ -69,3 +74,9 @@ class ThreadBudget:
         if count != torch.get_num_threads():
             torch.set_num_threads(count)
         return count
+
+
+def single_threaded_opencv() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)

@@ -37,3 +37,10 @@ def test_real_proc_files_give_a_sane_count():
     budget = threads.ThreadBudget()
     n = budget.threads()
     assert 1 <= n <= threads.available_cores()
+
+
+def test_a_cpu_segmenter_keeps_opencv_from_nesting_a_pool(tiny_segmenter):
+    import cv2
+
+    assert tiny_segmenter.thread_budget is not None
+    assert cv2.getNumThreads() == 1
