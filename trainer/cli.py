@@ -16,8 +16,8 @@ import re
 import sys
 from pathlib import Path
 
-from engine import ChimeraError, distributed
-from trainer.config import DATASET_DEFAULTS, ConfigError, TrainConfig, read_config_file
+from engine.errors import ChimeraError
+from trainer.config import DATASET_DEFAULTS, ConfigError, TrainConfig, apply_overrides, read_config_file
 
 # Exit statuses (also in --help): 0 done, 1 failed (data, model, disk, a damaged run), 2 bad
 # arguments (options, config file, --set values, device name), 130 interrupted by Ctrl+C.
@@ -40,7 +40,8 @@ def split_root(dataset: str, root: Path, split: str) -> Path:
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    data = TrainConfig(dataset=args.dataset).to_dict()
+    """Defaults < dataset defaults < --config < flags < --set, validated once at the end."""
+    data = TrainConfig.defaults()
     data.update(json.loads(json.dumps(DATASET_DEFAULTS.get(args.dataset, {}))))
     if args.config:
         data.update(read_config_file(args.config))
@@ -51,15 +52,16 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for key in ("iterations", "batch_size", "csh_depth", "tau", "seed", "clip", "body"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
-    return TrainConfig.from_dict(data).override(args.set or [])
+    return TrainConfig.from_dict(apply_overrides(data, args.set or []))
 
 
 def cmd_zss(args) -> int:
+    cfg = resolve_config(args)  # before the heavy imports: a bad argument answers at once
+    _check_device_available(args.device)
+    from engine import distributed
     from trainer.data.datasets import build_dataset, load_info
     from trainer.zss import train
 
-    cfg = resolve_config(args)
-    _check_device_available(args.device)
     root = split_root(cfg.dataset, Path(cfg.data_root), "train")
     info = load_info(cfg.dataset, root)
     model = train(cfg, args.out, build_dataset(cfg.dataset, root, "train"), info, device=args.device,

@@ -76,7 +76,10 @@ class TrainConfig:
     eval_every: int = 0  # 0 = only at the end
 
     def __post_init__(self):
-        for field in dataclasses.fields(self):
+        # Plain type/range checks first: a bad number is reported before the checks that import
+        # the model code (body presets, template files) cost seconds.
+        fields = sorted(dataclasses.fields(self), key=lambda f: f.name in _NEEDS_MODEL_CODE)
+        for field in fields:
             setattr(self, field.name, _check_field(field.name, getattr(self, field.name)))
         if self.eval_stride > self.eval_window:
             raise ConfigError(f"eval_stride ({self.eval_stride}) must not exceed eval_window ({self.eval_window})")
@@ -104,25 +107,39 @@ class TrainConfig:
     def load(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(read_config_file(path))
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default as a JSON-like dict, without building (or validating) a config."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
     def override(self, assignments: list[str]) -> "TrainConfig":
-        """Apply ``key=value`` strings. Values are JSON (``0.1``, ``true``, ``[128, 64]``), except for
-        text fields, which take the text as it is (``--set clip=ViT-B-16/openai``)."""
-        data = self.to_dict()
-        text_fields = {name for name, (kind, *_rest) in FIELD_RULES.items() if kind in ("str", "choice")}
-        for item in assignments:
-            key, sep, raw = item.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or key not in data:
-                raise ConfigError(f"cannot apply --set {item!r}: expected KEY=VALUE with a known key "
-                                  f"(known: {', '.join(sorted(data))})")
-            try:
-                value = json.loads(raw)
-            except (json.JSONDecodeError, RecursionError):
-                value = raw
-            if key in text_fields and not isinstance(value, str):
-                value = raw.strip()
-            data[key] = value
-        return TrainConfig.from_dict(data)
+        """Apply ``key=value`` strings (see ``apply_overrides``) and validate the result."""
+        return TrainConfig.from_dict(apply_overrides(self.to_dict(), assignments))
+
+
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """``data`` with ``key=value`` strings applied. Values are JSON (``0.1``, ``true``, ``[128, 64]``),
+    except for text fields, which take the text as it is (``--set clip=ViT-B-16/openai``)."""
+    data = dict(data)
+    text_fields = {name for name, (kind, *_rest) in FIELD_RULES.items() if kind in ("str", "choice")}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in FIELD_RULES:
+            raise ConfigError(f"cannot apply --set {item!r}: expected KEY=VALUE with a known key "
+                              f"(known: {', '.join(sorted(FIELD_RULES))})")
+        try:
+            value = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            value = raw
+        if key in text_fields and not isinstance(value, str):
+            value = raw.strip()
+        data[key] = value
+    return data
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -190,10 +207,10 @@ def _number(value: float) -> str:
 
 
 def _check_clip(value: str) -> str:
-    from engine.clip_loading import ClipSpec
+    from engine.model_names import parse_model_name  # the one parser of model names; light
 
     try:
-        ClipSpec.parse(value)
+        parse_model_name(f"clip:{value}")
     except ChimeraError as exc:
         raise ConfigError(f"clip: {exc}") from exc
     return value
@@ -237,6 +254,7 @@ def _presets() -> tuple[str, ...]:
     return tuple(PRESETS)
 
 
+_NEEDS_MODEL_CODE = {"clip", "body", "body_overrides", "templates"}  # their checks import torch, open_clip
 _BIG = 10**9
 # Every TrainConfig field: (kind, bounds...). Ranges are wide (anything a real run could want) but
 # exclude what cannot work: a zero crop, a checkpoint every 0 iterations, a non-finite rate.

@@ -32,7 +32,7 @@ BAD_ZSS = [
     ("eval_stride_beyond_window", ["--set", "eval_stride=600"], 2, ["eval_stride (600) must not exceed"]),
     ("body_overrides_dropout", ["--set", 'body_overrides={"dropout": 2}'], 2, ["body_overrides.dropout"]),
     ("body_unknown", ["--set", "body=vgg"], 2, ["body must be one of"]),
-    ("clip_without_weights", ["--set", "clip=ViT-B-16"], 2, ["clip:", "cannot read CLIP spec"]),
+    ("clip_without_weights", ["--set", "clip=ViT-B-16"], 2, ["clip:", "expected <arch>/<tag>"]),
     ("seed_negative", ["--set", "seed=-1"], 2, ["seed = -1"]),
     ("set_without_equals", ["--set", "lr"], 2, ["cannot apply --set 'lr'"]),
     ("set_unknown_key", ["--set", "learning_rate=1"], 2, ["known key"]),
