@@ -175,3 +175,12 @@ def test_full_disk_while_training_keeps_the_last_checkpoint(shapes_cli, tmp_path
     # The checkpoint of step 1 is whole: the model equals its periodic copy and the state says step 1.
     assert (run / "model.safetensors").read_bytes() == (run / "iter_000001.safetensors").read_bytes()
     assert torch.load(run / "train_state.pt", weights_only=True)["step"] == 1
+
+
+def test_a_bad_argument_answers_before_torch_is_imported(tmp_path):
+    code = ("import sys\nfrom trainer.cli import main\n"
+            "code = main(['zss', '--dataset', 'shapes', '--data-root', '.', '--out', sys.argv[1], '--set', 'lr=abc'])\n"
+            "print(code, ','.join(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules) or 'none')\n")
+    done = run_python(code, str(tmp_path / "run"))
+    assert done.stdout.split() == ["2", "none"], done.stdout + done.stderr
+    assert "lr must be a finite number" in done.stderr
