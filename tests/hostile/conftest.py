@@ -20,15 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def enospc(*_args, **_kwargs):
+    """A stand-in for os.write on a full disk."""
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-@pytest.fixture
-def full_disk(monkeypatch):
-    """Call ``full_disk()`` to make every later ``os.write`` fail with ENOSPC (as a full disk does)."""
-    def fill() -> None:
-        monkeypatch.setattr(os, "write", enospc)
-    return fill
 
 
 def no_traceback(stderr: str) -> bool:
