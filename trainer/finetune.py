@@ -42,7 +42,7 @@ from trainer.finetune_eval import (ALPHA_GRID, ALPHA_TOLERANCE, blend, choose_al
 from trainer.finetune_progress import Progress
 from trainer.finetune_train import train_steps, training_stream
 from trainer.finetune_versions import active_checkpoint, add_version, models_dir
-from trainer.project_data import IGNORE, ProjectSnapshot, read_journal, read_snapshot
+from trainer.project_data import IGNORE, ProjectSnapshot, VerifiedImage, read_journal, read_snapshot
 from trainer.run_state import RunDir
 
 MIN_VERIFIED = 3  # at least one held-out image and two to learn from
@@ -65,6 +65,7 @@ class FinetuneOptions:
     fresh: bool = False
     alpha: float | None = None  # force the blend factor instead of choosing it
     alpha_tolerance: float = ALPHA_TOLERANCE
+    alpha_metric: str = "decided_accuracy"  # or "mIoU": what the blend factor is chosen on
     holdout: float = 0.2
     min_images: int = MIN_VERIFIED
     seed: int = 0
@@ -147,13 +148,17 @@ def _class_pixels(targets: list[np.ndarray], count: int) -> np.ndarray:
     return totals[:count]
 
 
-def finetune(opts: FinetuneOptions) -> dict[str, Any]:
-    """Run (or resume) a fine-tune of the project; returns the summary (rank 0) or {} (other ranks)."""
-    started = time.perf_counter()
-    context = distributed.start(opts.device)
-    device = resolve_device(context.device)[0]
-    progress = Progress(opts.progress if context.is_main else "none")
-    snapshot = read_snapshot(opts.project, opts.project_dir)
+@dataclasses.dataclass
+class TrainingData:
+    held_out: list[str]  # relative paths of the held-out verified images
+    train: list[VerifiedImage]  # targets index ``trained`` (classes without pixels left out)
+    trained: list[int]  # indices of the project's classes that are trained
+    pixels: np.ndarray  # person-decided pixels per project class in the training images
+
+
+def read_training_data(opts: FinetuneOptions, snapshot: ProjectSnapshot, journal, lut,
+                       progress: Progress) -> TrainingData:
+    """Split the verified images, read the training ones, and refuse what cannot be learned from."""
     if not snapshot.classes:
         raise FinetuneDataError("the project has no classes: add the classes you label in chimera-app first")
     if len(snapshot.verified) < max(opts.min_images, 2):
@@ -162,42 +167,58 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
             f"{max(opts.min_images, 2)} (one is held out to measure the result). Correct and verify more images "
             "(accepting a prediction verifies an image), then run it again")
     held_rels, train_rels = split_images(snapshot.verified, opts.holdout, opts.seed)
-    journal, lut = read_journal(snapshot.data_dir), snapshot.class_lut()
     progress.stage("read", len(train_rels))
-    train_items = []
+    items = []
     for rel in train_rels:
-        train_items.append(snapshot.load(rel, journal, lut))
+        items.append(snapshot.load(rel, journal, lut))
         progress.update()
-    names, prompts = [c.name for c in snapshot.classes], snapshot.prompts
-    pixels = _class_pixels([item.target for item in train_items], len(prompts))
+    names = [c.name for c in snapshot.classes]
+    pixels = _class_pixels([item.target for item in items], len(names))
     empty = [names[i] for i in np.flatnonzero(pixels == 0)]
     if empty and (not opts.skip_empty_classes or len(empty) == len(names)):
         raise FinetuneDataError(
             f"no person-decided pixels of {', '.join(repr(n) for n in empty)} in the {len(train_rels)} training "
             "images: label them in some verified images, or pass --skip-empty-classes to leave those classes out "
             "of training (they keep the base model's behaviour)")
-    trained_ids = [i for i in range(len(prompts)) if pixels[i] > 0]
+    trained = [i for i in range(len(names)) if pixels[i] > 0]
     if empty:
         remap = np.full(256, IGNORE, np.uint8)
-        remap[trained_ids] = np.arange(len(trained_ids))
-        for item in train_items:
+        remap[trained] = np.arange(len(trained))
+        for item in items:
             item.target = remap[item.target]
         progress.note(f"left out of training (no pixels): {', '.join(empty)}")
-    trained_prompts = [prompts[i] for i in trained_ids]
+    return TrainingData(held_rels, items, trained, pixels)
+
+
+def finetune(opts: FinetuneOptions) -> dict[str, Any]:
+    """Run (or resume) a fine-tune of the project; returns the summary (rank 0) or {} (other ranks)."""
+    started = time.perf_counter()
+    context = distributed.start(opts.device)
+    device = resolve_device(context.device)[0]
+    progress = Progress(opts.progress if context.is_main else "none")
+    snapshot = read_snapshot(opts.project, opts.project_dir)
+    journal, lut = read_journal(snapshot.data_dir), snapshot.class_lut()
+    data = read_training_data(opts, snapshot, journal, lut, progress)
+    names, prompts = [c.name for c in snapshot.classes], snapshot.prompts
+    trained_prompts = [prompts[i] for i in data.trained]
+    train_rels = [item.rel for item in data.train]
+    held_rels = data.held_out
 
     base_name = _base_name(opts, snapshot)
     base = resolve_base(base_name, device.type, opts.body)
     for note in base.notes:
         progress.note(note)
     templates = snapshot.templates or base.model.templates
-    cfg = build_config(opts, base, device, len(train_items))
+    cfg = build_config(opts, base, device, len(data.train))
     run = RunDir(opts.out or snapshot.data_dir / WORK_DIR_NAME)
     plan = {"base": base.name, "prompts": trained_prompts, "templates": templates, "held_out": held_rels,
             "train": train_rels, "config": cfg.to_dict(),
-            "data": _fingerprint([train_rels], [i.target for i in train_items] + [i.image for i in train_items])}
+            "data": _fingerprint([train_rels], [i.target for i in data.train] + [i.image for i in data.train])}
     plan_path = run.path / "plan.json"
     previous = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.is_file() else None
     resume = run.has_state() and not opts.fresh and previous == plan
+    if context.world_size > 1:  # every process decides before rank 0 writes the new plan
+        torch.distributed.barrier()
     if run.has_state() and not opts.fresh and previous != plan:
         progress.note("the project's verified images, classes or settings changed since the unfinished fine-tune "
                       f"in {run.path}: starting over")
@@ -209,7 +230,7 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
         atomic_write_json(plan_path, plan)
         run.write_config(cfg.to_dict())
     text = TextEncoder(model.clip, templates, tokenizer=_tokenizer(model.clip_spec.arch)).encode(trained_prompts)
-    stream = training_stream(train_items, trained_prompts, cfg, model)
+    stream = training_stream(data.train, trained_prompts, cfg, model)
     torch.manual_seed(cfg.seed)
     loop = train_steps(model, cfg, text, stream, run, device, context.rank, context.world_size, resume,
                        {"finetune_plan": plan}, on_start=lambda step: progress.stage("train", cfg.iterations, step),
@@ -226,7 +247,7 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     result = _blend_and_measure(opts, base, model, held_items, prompts, names, progress, str(device))
     summary = {
         "project": str(snapshot.root), "base": base.name, "notes": base.notes, "classes": names,
-        "trained_classes": [names[i] for i in trained_ids], "class_pixels": dict(zip(names, pixels.tolist())),
+        "trained_classes": [names[i] for i in data.trained], "class_pixels": dict(zip(names, data.pixels.tolist())),
         "train_images": len(train_rels), "held_out_images": held_rels, "iterations": cfg.iterations,
         "train_seconds": round(loop.seconds, 1), "config": cfg.to_dict(), "torch": torch.__version__,
         "device": str(device), **result}
@@ -280,13 +301,13 @@ def _blend_and_measure(opts: FinetuneOptions, base: BaseModel, model, held_items
     elif opts.alpha is not None:
         chosen = float(opts.alpha)
     else:
-        chosen = choose_alpha({a: s["mIoU"] for a, s in scores.items()}, opts.alpha_tolerance)
+        chosen = choose_alpha({a: s[opts.alpha_metric] for a, s in scores.items()}, opts.alpha_tolerance)
     model.place(torch.device("cpu"), torch.float32)  # evaluation may have cast it to bf16
     model.encoder.load_state_dict(tuned if base.weights is None else blend(base.weights, tuned, chosen))
     rule = ("forced with --alpha" if opts.alpha is not None and base.weights is not None else
             "no trained base to blend with" if base.weights is None else
-            f"smallest α within {opts.alpha_tolerance:g} mIoU of the best on the held-out images")
+            f"smallest α within {opts.alpha_tolerance:g} {opts.alpha_metric} of the best on the held-out images")
     return {"alpha": chosen, "alpha_rule": rule,
-            "alpha_grid": {str(a): {"mIoU": s["mIoU"], "pixels_to_change_per_image": s["pixels_to_change_per_image"]}
+            "alpha_grid": {str(a): {k: s[k] for k in ("mIoU", "decided_accuracy", "pixels_to_change_per_image")}
                            for a, s in scores.items()},
             "before": before, "after": scores[chosen]}

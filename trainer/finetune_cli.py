@@ -53,8 +53,11 @@ def add_finetune_parser(sub, func, device_name, positive_int) -> argparse.Argume
     f.add_argument("--body", help="body preset of a new Chimera-Seg on a training-free CLIP (default: by device)")
     f.add_argument("--alpha", type=_alpha, help="force the blend factor (0 = base, 1 = fine-tuned) instead of "
                                                 "choosing it on the held-out images")
+    f.add_argument("--alpha-metric", default="decided_accuracy", choices=["decided_accuracy", "mIoU"],
+                   help="held-out score α is chosen on: the share of person-decided pixels the pre-label gets "
+                        "right (default), or mIoU over the project's classes")
     f.add_argument("--alpha-tolerance", type=_alpha, default=0.01,
-                   help="take the smallest α within this much held-out mIoU of the best (default 0.01)")
+                   help="take the smallest α whose held-out score is within this much of the best (default 0.01)")
     f.add_argument("--holdout", type=_share, default=0.2, help="share of verified images held out (at least one)")
     f.add_argument("--min-images", type=positive_int, default=3, help="refuse below this many verified images")
     f.add_argument("--skip-empty-classes", action="store_true",
@@ -82,6 +85,7 @@ def run_finetune(args) -> int:
     opts = FinetuneOptions(
         project=args.project, project_dir=args.project_dir, base=args.base, iterations=args.iterations,
         device=args.device, out=args.out, fresh=args.fresh, alpha=args.alpha, alpha_tolerance=args.alpha_tolerance,
+        alpha_metric=args.alpha_metric,
         holdout=args.holdout, min_images=args.min_images, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
         crop_size=args.crop_size, body=args.body, precision=args.precision, activate=args.activate,
         skip_empty_classes=args.skip_empty_classes, overrides=args.set or [], progress=args.progress)

@@ -5,10 +5,12 @@ Blend (Wortsman et al., "Robust fine-tuning of zero-shot models", the WiSE-FT ru
 is identical in both, so only the body and the adapter move; integer buffers such as BatchNorm's
 batch counter come from the tuned model). α = 0 is the base model, α = 1 the fine-tuned one.
 
-Choice of α: each α of the grid is scored on the held-out verified images (mIoU over the project's
-classes, pixels a person decided only). The verified images only hold the project's classes, so
-they cannot show what a blend costs on the classes nobody corrected; the rule therefore takes the
-**smallest** α whose held-out mIoU is within ``tolerance`` (default 1 point) of the best one: the
+Choice of α: each α of the grid is scored on the held-out verified images, by default on the share
+of person-decided pixels its pre-label gets right (``decided_accuracy`` = 1 − pixels a person would
+have had to change / pixels a person decided: the annotator's work, which the loop exists to cut),
+optionally on mIoU over the project's classes. The verified images only hold the project's
+classes, so they cannot show what a blend costs on the classes nobody corrected; the rule therefore
+takes the **smallest** α whose score is within ``tolerance`` (default 1 point) of the best one: the
 blend closest to the open-vocabulary base that gives up at most that much on the project.
 """
 
@@ -28,6 +30,7 @@ from trainer.project_data import VerifiedImage
 
 ALPHA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 ALPHA_TOLERANCE = 0.01
+ALPHA_METRICS = ("decided_accuracy", "mIoU")
 
 
 def blend(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
@@ -71,7 +74,9 @@ def evaluate_held_out(segmenter: Segmenter, images: Sequence[VerifiedImage], pro
         changes.append(int(np.count_nonzero(item.decided & (labels != item.person_labels))))
         on_image()
     summary = matrix.summary(list(names), [])
+    decided = sum(int(np.count_nonzero(item.decided)) for item in images)
     return {"mIoU": _finite(summary["mIoU"]), "pixel_accuracy": _finite(summary["pixel_accuracy"]),
+            "decided_accuracy": 1.0 - sum(changes) / decided if decided else None,
             "per_class_iou": summary["per_class_iou"], "pixels": summary["pixels"],
             "pixels_to_change_per_image": float(np.mean(changes)) if changes else None,
             "pixels_to_change": changes}

@@ -20,6 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from engine.models import SegmentationModel
+from engine.threads import ThreadBudget
 from trainer import losses
 from trainer.config import TrainConfig
 from trainer.data.datasets import DatasetInfo
@@ -108,12 +109,17 @@ def train_steps(model: SegmentationModel, cfg: TrainConfig, text: torch.Tensor, 
     loader = iter(train_loader(train_set, per_process, cfg.workers, cfg.seed, rank, world_size,
                                start=step * cfg.batch_size))
     end = cfg.iterations if stop_after is None else min(cfg.iterations, step + stop_after)
+    # On a shared CPU, torch threads fighting other processes for cores run ~10x slower than one
+    # thread alone (engine.threads): take only the cores others leave free, decided per step.
+    budget = ThreadBudget() if device.type == "cpu" else None
     spent = 0.0
     with _Interrupt() as interrupt:
         while step < end and not interrupt.requested:
             encoder.train()
             if cfg.freeze_bn:
                 _freeze_batchnorm(encoder)
+            if budget is not None:
+                budget.threads()
             started = time.perf_counter()
             ratio = losses.keep_ratio(step, cfg.iterations, cfg.sgd_ratio_start, cfg.sgd_ratio_end, cfg.sgd_schedule)
             parts = step_fn(loader, ratio)
