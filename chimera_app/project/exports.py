@@ -49,9 +49,10 @@ def _categories(project: Project) -> tuple[list[LabelClass], np.ndarray]:
 
 
 def _selected(project: Project, states: Iterable[ImageState | str] | None) -> list[str]:
-    """The project's images in one of ``states``; None = every image with labels (predicted or
-    human-verified): an unlabeled image adds nothing to a dataset."""
-    wanted = {ImageState(s) for s in states} if states is not None else {ImageState.PREDICTED, ImageState.VERIFIED}
+    """The project's images in one of ``states``; None = every image with labels (any state but
+    unlabeled): an unlabeled image adds nothing to a dataset."""
+    wanted = ({ImageState(s) for s in states} if states is not None
+              else {s for s in ImageState if s != ImageState.UNLABELED})
     return [rel for rel in project.images() if project.state(rel) in wanted]
 
 
