@@ -32,6 +32,7 @@ class LabeledImage:
     masks: list[ClassMask]
     unlabeled_share: float  # fraction of pixels left unlabeled
     mean_confidence: float
+    png_error: str | None = None  # why its --png-dir mask could not be written (it is still in the COCO)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +68,7 @@ def label_images(segmenter, paths: Sequence[Path], root: Path, options: LabelOpt
         if not result.ok:
             failures.append(Failure(result.key, result.error))
         else:
-            try:
-                results.append(_finish(result.key, result.labels, result.confidence, options))
-            except (OSError, ValueError) as exc:
-                failures.append(Failure(result.key, f"could not write its mask: {exc}"))
+            results.append(_finish(result.key, result.labels, result.confidence, options))
         on_progress(1)
     return results, failures
 
@@ -78,8 +76,12 @@ def label_images(segmenter, paths: Sequence[Path], root: Path, options: LabelOpt
 def _finish(name: str, class_ids: np.ndarray, confidence: np.ndarray, options: LabelOptions) -> LabeledImage:
     """``class_ids``: 0 = unlabeled, k = the k-th class (the pipeline's default ids)."""
     label_map = class_ids.astype(np.uint8) if len(options.classes) <= 255 else class_ids
+    png_error = None
     if options.png_dir is not None:
-        write_index_png(png_path(options.png_dir, name), label_map, num_classes=len(options.classes))
+        try:
+            write_index_png(png_path(options.png_dir, name), label_map, num_classes=len(options.classes))
+        except OSError as exc:  # e.g. a full disk: the labels still reach the COCO file
+            png_error = exc.strerror or str(exc)
     height, width = label_map.shape
     return LabeledImage(name, width, height, encode_label_map(label_map, len(options.classes)),
-                        float((label_map == 0).mean()), float(confidence.mean()))
+                        float((label_map == 0).mean()), float(confidence.mean()), png_error)

@@ -158,8 +158,6 @@ def write_outputs(args, classes, model_name, results, failures, seconds) -> int:
     for item in sorted(results, key=lambda r: r.file_name):
         builder.add_encoded(item.file_name, item.width, item.height, item.masks)
     coco = builder.to_dict()
-    if args.png_dir:
-        write_class_list(args.png_dir, names)
     for failure in sorted(failures, key=lambda f: f.file_name):
         print(f"skipped {failure.file_name}: {failure.reason}", file=sys.stderr)
     if not results:
@@ -168,7 +166,23 @@ def write_outputs(args, classes, model_name, results, failures, seconds) -> int:
     problems = validate_coco(coco, expected_classes=names)
     if problems:  # a bug of ours, never the user's: refuse to write a file that breaks COCO tools
         raise AssertionError("the COCO output failed validation: " + "; ".join(problems[:5]))
-    write_coco(args.out, coco)
+    # The COCO file first: a --png-dir on a full disk must not cost the file that had room.
+    try:
+        write_coco(args.out, coco)
+    except OSError as exc:
+        print(f"chimera-label: cannot write {args.out}: {exc.strerror or exc}; nothing written", file=sys.stderr)
+        return EXIT_FAILED
+    if args.png_dir:
+        missing = [r for r in results if r.png_error]
+        try:
+            write_class_list(args.png_dir, names)
+        except OSError as exc:
+            missing.append(f"classes.json ({exc.strerror or exc})")
+        if missing:
+            shown = ", ".join(r if isinstance(r, str) else f"{r.file_name} ({r.png_error})" for r in missing[:5])
+            print(f"chimera-label: wrote {args.out}, but {len(missing)} files could not be written into "
+                  f"{args.png_dir}: {shown}", file=sys.stderr)
+            return EXIT_FAILED
     print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} annotations, "
           f"{len(failures)} skipped, {seconds:.1f} s"
           + (f"; masks in {args.png_dir}" if args.png_dir else ""), file=sys.stderr)
@@ -272,6 +286,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--refine must be ≥ 0 and --short-side / --window / --stride at least 16 pixels")
         if args.window is not None and args.stride is not None and args.stride > args.window:
             parser.error("--stride must not exceed --window (pixels would be skipped)")
+        if args.device != "auto":
+            from engine.devices import resolve_device  # imports torch: only when a device is named
+
+            try:
+                resolve_device(args.device)
+            except (RuntimeError, ValueError) as exc:  # e.g. cuda on a machine without a GPU
+                print(f"chimera-label: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         return run_project(args) if args.project is not None else run(args)
     except ClassNameError as exc:  # a bad class list is a bad argument, found before any work
         print(f"chimera-label: {exc}", file=sys.stderr)

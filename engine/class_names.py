@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from engine.errors import ClassNameError
+from engine.limits import MAX_CLASSES
 
 __all__ = ["LIST_SEPARATOR", "SEPARATOR", "normalize", "parse_class", "parse_classes", "phrase_key",
            "split_class_list", "split_phrases"]
@@ -77,6 +78,8 @@ def parse_classes(classes: Sequence[str]) -> list[list[str]]:
         raise TypeError("classes must be a sequence of names, not one string")
     if not classes:
         raise ClassNameError("the class list is empty: type at least one class name")
+    if len(classes) > MAX_CLASSES:
+        raise ClassNameError(f"{len(classes)} classes is more than the limit of {MAX_CLASSES}")
     parsed: list[list[str]] = []
     owners: dict[str, str] = {}
     for number, text in enumerate(classes, start=1):

@@ -177,3 +177,40 @@ def test_class_list_errors_exit_2_and_a_non_utf8_classes_file_is_reported(tmp_pa
     bad.write_bytes(b"road\n\xff\xfe car\n")
     code, err = _run(image_dir, "--classes-file", bad, "--out", tmp_path / "c.json")
     assert code == 2 and "not UTF-8" in err and "Traceback" not in err
+
+
+def test_a_full_png_dir_keeps_the_coco_file(tmp_path, image_dir, tiny_checkpoint, monkeypatch):
+    import errno
+
+    import chimera_app.batch_label as batch_label
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(batch_label, "write_index_png", full_disk)
+    out = tmp_path / "c.json"
+    code, err = _run(image_dir, "--classes", CLASSES, "--model", tiny_checkpoint, "--out", out,
+                     "--png-dir", tmp_path / "masks", "--quiet", "--device", "cpu")
+    assert code == 1 and "No space left on device" in err and "Traceback" not in err
+    data = json.loads(out.read_text())  # every labelled image is in the COCO file all the same
+    assert len(data["images"]) == 3 and validate_coco(data, expected_classes=["red disc", "green", "blue sky"]) == []
+
+
+def test_a_full_disk_for_the_coco_file_is_a_message(tmp_path, image_dir, tiny_checkpoint, monkeypatch):
+    import errno
+
+    import chimera_app.label_cli as label_cli
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(label_cli, "write_coco", full_disk)
+    code, err = _run(image_dir, "--classes", CLASSES, "--model", tiny_checkpoint, "--out", tmp_path / "c.json",
+                     "--quiet", "--device", "cpu")
+    assert code == 1 and "No space left on device" in err and "nothing written" in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_absent_cuda_device_is_a_usage_error(tmp_path, image_dir):
+    code, err = _run(image_dir, "--classes", "a", "--out", tmp_path / "c.json", "--device", "cuda")
+    assert code == 2 and "no CUDA" in err

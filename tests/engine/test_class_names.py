@@ -74,3 +74,15 @@ def test_the_grammar_imports_nothing_heavy():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_class_lists_are_bounded():
+    import pytest
+
+    from engine.class_names import parse_classes
+    from engine.errors import ClassNameError
+    from engine.limits import MAX_CLASSES
+
+    assert len(parse_classes([f"class {i}" for i in range(MAX_CLASSES)])) == MAX_CLASSES
+    with pytest.raises(ClassNameError, match="limit"):
+        parse_classes([f"class {i}" for i in range(MAX_CLASSES + 1)])
