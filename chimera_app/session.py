@@ -183,14 +183,23 @@ class Session:
 
     def mark_verified(self, verified: bool = True) -> Patch | None:
         """Set the image's state without changing pixels (an undoable, journalled patch)."""
-        new = ImageState.VERIFIED if verified else (
-            ImageState.PREDICTED if self.doc.prediction is not None else ImageState.UNLABELED)
+        new = ImageState.VERIFIED if verified else self.unverified_state()
         if new == self.doc.state:
             return None
         empty_u16, empty_u8 = np.zeros((0, 0), np.uint16), np.zeros((0, 0), np.uint8)
         patch = Patch(0, 0, empty_u16, empty_u16, empty_u8, empty_u8, self.doc.state, new)
         self.doc.apply(patch)
         return self._commit(patch)
+
+    def unverified_state(self) -> ImageState:
+        """The state the open image has when nobody has verified it: in progress once a person
+        decided a pixel, predicted once a model did, else unlabeled."""
+        prov = self.doc.provenance
+        if (prov == Provenance.HUMAN).any():
+            return ImageState.IN_PROGRESS
+        if self.doc.prediction is not None or (prov == Provenance.MODEL).any():
+            return ImageState.PREDICTED
+        return ImageState.UNLABELED
 
     def undo(self) -> Patch | None:
         patch = self.undo_stack.undo(self.doc)

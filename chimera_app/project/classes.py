@@ -4,7 +4,7 @@ A class is typed as one or more phrases separated by ``;`` ("car; automobile"); 
 its display name and all of them are averaged as prompts by the engine. What a typed name means is
 ``engine.class_names``'s rule, the engine's own, so the list never accepts what the engine refuses. Ids are stable: a label map
 stores ids, so an id is never given to another class, even after its class was deleted (the list
-keeps ``next_id``). Colours are ``engine.formats.palette.class_color(id)`` unless the user picked one.
+keeps ``next_id``). Colours are ``default_color(id)`` unless the user picked one.
 """
 
 from __future__ import annotations
@@ -16,9 +16,25 @@ from engine.class_names import parse_class, phrase_key
 from engine.errors import ClassNameError
 from engine.formats.palette import class_color
 
-__all__ = ["MAX_CLASS_ID", "ClassList", "LabelClass"]
+__all__ = ["DISTINCT_COLORS", "MAX_CLASS_ID", "ClassList", "LabelClass", "default_color"]
 
 MAX_CLASS_ID = 0xFFFF  # label maps are uint16; 0 means unlabeled
+
+# The first classes' colours: saturated hues far apart, in an order where neighbours differ most
+# (red, blue, green, yellow, ...). No grey or near-black: those read as "unlabeled" on a mask.
+DISTINCT_COLORS: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (0, 130, 200), (60, 180, 75), (255, 225, 25), (145, 30, 180), (245, 130, 48),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40), (250, 190, 212),
+    (0, 0, 128), (170, 255, 195), (128, 0, 0), (220, 190, 255),
+)
+
+
+def default_color(class_id: int) -> tuple[int, int, int]:
+    """The colour a new class with this id gets: one of DISTINCT_COLORS for the first ids, then
+    the VOC-style bit-spread palette (distinct, if less well separated)."""
+    if 1 <= class_id <= len(DISTINCT_COLORS):
+        return DISTINCT_COLORS[class_id - 1]
+    return class_color(class_id)
 
 
 @dataclass
@@ -109,7 +125,7 @@ class ClassList:
         phrases = self.check(text, exclude=None)
         if self.next_id > MAX_CLASS_ID:
             raise ClassNameError(f"a project holds at most {MAX_CLASS_ID} classes over its lifetime")
-        new = LabelClass(self.next_id, phrases[0], phrases, class_color(self.next_id))
+        new = LabelClass(self.next_id, phrases[0], phrases, default_color(self.next_id))
         self._classes.append(new)
         self.next_id += 1
         self._notify()

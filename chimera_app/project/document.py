@@ -17,7 +17,7 @@ from enum import Enum, IntEnum
 
 import numpy as np
 
-__all__ = ["ImageState", "LabelDocument", "Patch", "Provenance", "Region", "UndoStack"]
+__all__ = ["ImageState", "edited_state", "LabelDocument", "Patch", "Provenance", "Region", "UndoStack"]
 
 
 class Provenance(IntEnum):
@@ -27,9 +27,20 @@ class Provenance(IntEnum):
 
 
 class ImageState(str, Enum):
+    """Where an image stands. Only a person's explicit decision (Verified, or accept-all) makes it
+    VERIFIED; an edit makes it IN_PROGRESS, so pre-label and "verified only" exports never take a
+    half-reviewed image for a finished one."""
+
     UNLABELED = "unlabeled"
     PREDICTED = "predicted"
+    IN_PROGRESS = "in-progress"
     VERIFIED = "human-verified"
+
+
+def edited_state(state: ImageState) -> ImageState:
+    """The state after a person edits pixels: a verified image stays verified (the decision was
+    made), any other becomes in progress."""
+    return state if state == ImageState.VERIFIED else ImageState.IN_PROGRESS
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,8 @@ class LabelDocument:
     def paint(self, region: Region, value: int, protect: Collection[int] = ()) -> Patch | None:
         """Set ``value`` (0 = erase) on the region's pixels, except where the current label is in
         ``protect`` (0 never is). Every pixel set becomes HUMAN, erased ones too: an explicit
-        "unlabeled" that a later prediction keeps. State becomes VERIFIED. None if nothing changed."""
+        "unlabeled" that a later prediction keeps. The image becomes IN_PROGRESS (a verified one
+        stays verified). None if nothing changed: a stroke that changes no pixel changes no state."""
         if not 0 <= value <= 0xFFFF:
             raise ValueError(f"label value must be in 0..65535, got {value}")
         y0, x0, y1, x1 = self._window(region)
@@ -126,11 +138,13 @@ class LabelDocument:
         if guarded:
             selected &= ~np.isin(labels, np.asarray(guarded, dtype=np.uint16))
         selected &= (labels != value) | (prov != Provenance.HUMAN)
-        return self._change(y0, x0, selected, np.uint16(value), None, ImageState.VERIFIED)
+        state = edited_state(self.state) if selected.any() else self.state
+        return self._change(y0, x0, selected, np.uint16(value), None, state)
 
     def accept_prediction(self, region: Region | None = None, class_id: int | None = None) -> Patch | None:
         """Mark MODEL pixels (inside ``region`` and/or of ``class_id``; all when both are None) as
-        HUMAN. Only the whole-image accept verifies the image. None when nothing changed."""
+        HUMAN. Only the whole-image accept verifies the image; accepting a class or a region makes
+        it IN_PROGRESS. None when nothing changed."""
         if region is None:
             y0, x0, y1, x1 = 0, 0, *self.shape
             selected = self.provenance == Provenance.MODEL
@@ -140,7 +154,10 @@ class LabelDocument:
                 region.mask[y0 - region.y0:y1 - region.y0, x0 - region.x0:x1 - region.x0]
         if class_id is not None:
             selected &= self.labels[y0:y1, x0:x1] == class_id
-        state = ImageState.VERIFIED if region is None and class_id is None else self.state
+        if region is None and class_id is None:
+            state = ImageState.VERIFIED
+        else:
+            state = edited_state(self.state) if selected.any() else self.state
         return self._change(y0, x0, selected, None, Provenance.HUMAN, state)
 
     def apply(self, patch: Patch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -56,3 +57,38 @@ def cached_clip_weights(model: ModelName) -> Path | None:
     from engine.clip_loading import ClipSpec, cached_weights_file
 
     return cached_weights_file(ClipSpec.parse(model.clip))
+
+
+HUB_HOST = "huggingface.co"
+PROBE_SECONDS = 1.5  # the model dialog must answer at once, not after the hub client's ~45 s of retries
+_probe_cache: tuple[float, str | None] | None = None  # (when, answer): one probe per minute at most
+
+
+def offline_reason(timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the Hugging Face hub cannot be reached ("HF_HUB_OFFLINE=1 is set", "no network: ..."),
+    or None when it answers. Reads the environment first, then tries one TCP connection to the hub
+    on a helper thread that is never waited for longer than ``timeout`` (a DNS lookup can hang
+    far longer than a socket timeout covers)."""
+    global _probe_cache
+    from engine.clip_loading import is_offline
+
+    if is_offline():
+        return "HF_HUB_OFFLINE=1 is set"
+    now = time.monotonic()
+    if _probe_cache is not None and now - _probe_cache[0] < 60:
+        return _probe_cache[1]
+    answer: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+            answer.append(None)
+        except OSError as exc:
+            answer.append(f"no network ({HUB_HOST} cannot be reached: {exc.strerror or exc})")
+
+    worker = threading.Thread(target=probe, name="chimera-hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    reason = answer[0] if answer else f"no network ({HUB_HOST} did not answer within {timeout:.1f} s)"
+    _probe_cache = (now, reason)
+    return reason

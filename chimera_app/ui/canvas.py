@@ -20,12 +20,14 @@ import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QPainterPath, QPen, QTransform
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
     QGraphicsEllipseItem,
     QGraphicsPathItem,
     QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsView,
+    QLineEdit,
 )
 
 from chimera_app.ui.overlay import LayerStack
@@ -88,6 +90,9 @@ class Canvas(QGraphicsView):
         self._layers.outlines.setVisible(False)
         self._layers.confidence.setVisible(False)
 
+        self._layers.provenance.setVisible(False)
+        self._notice = ""
+
         self._tool = "brush"
         self._radius = 8.0
         self.brush_color: tuple[int, int, int] = (255, 255, 255)  # stroke preview colour
@@ -107,15 +112,37 @@ class Canvas(QGraphicsView):
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected uint8 HxWx3 RGB, got {rgb.dtype} {rgb.shape}")
         self.cancel()
+        self.set_notice("")
         self._layers.set_image(rgb)
         h, w = rgb.shape[:2]
         self.scene().setSceneRect(QRectF(0, 0, w, h))
         self.fit()
 
-    def clear(self) -> None:
-        """Show nothing (no image open)."""
+    def clear(self, notice: str = "") -> None:
+        """Show nothing (no image open), or only ``notice`` (e.g. why an image cannot be shown)."""
         self.cancel()
         self._layers.clear()
+        self.set_notice(notice)
+
+    def set_notice(self, text: str) -> None:
+        """Text drawn over the middle of the view ("" for none): the reason an image is missing."""
+        self._notice = text
+        self.viewport().update()
+
+    @property
+    def notice(self) -> str:
+        return self._notice
+
+    def drawForeground(self, painter, rect) -> None:
+        super().drawForeground(painter, rect)
+        if not self._notice:
+            return
+        painter.save()
+        painter.resetTransform()  # viewport coordinates: the text stays put while zooming
+        area = self.viewport().rect().adjusted(40, 40, -40, -40)
+        painter.setPen(QColor(235, 235, 235))
+        painter.drawText(area, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self._notice)
+        painter.restore()
 
     @property
     def image_shape(self) -> tuple[int, int] | None:
@@ -149,6 +176,21 @@ class Canvas(QGraphicsView):
     def set_confidence(self, confidence: np.ndarray | None) -> None:
         """Per-pixel confidence (float HxW in [0, 1]) of the latest prediction, or None."""
         self._layers.set_confidence(confidence)
+
+    def set_provenance(self, provenance: np.ndarray | None) -> None:
+        """Who decided each pixel (uint8 HxW, ``Provenance`` values; a reference, re-read in the
+        box of every ``update_labels``): the provenance view hatches the model's pixels."""
+        self._layers.set_provenance(provenance)
+
+    @property
+    def show_provenance(self) -> bool:
+        return self._layers.provenance.isVisible()
+
+    @show_provenance.setter
+    def show_provenance(self, value: bool) -> None:
+        self._layers.provenance.setVisible(bool(value))
+        if value:
+            self._layers.refresh_provenance(None)
 
     @property
     def confidence_threshold(self) -> float:
@@ -434,6 +476,14 @@ class Canvas(QGraphicsView):
         self._space = False  # the release may go to another widget
         self._update_cursor()
         super().focusOutEvent(event)
+
+    def enterEvent(self, event) -> None:
+        # Space-drag must work as soon as the pointer is over the image, without a click first;
+        # but never steal the keys from a text field the user is typing in.
+        focused = QApplication.focusWidget()
+        if not isinstance(focused, QLineEdit) and self.window().isActiveWindow():
+            self.setFocus(Qt.FocusReason.MouseFocusReason)
+        super().enterEvent(event)
 
     def leaveEvent(self, event) -> None:
         self._hover = False

@@ -125,9 +125,13 @@ class _RowDelegate(QStyledItemDelegate):
             extra = metrics.elidedText(", ".join(cls.phrases[1:]), Qt.TextElideMode.ElideRight, rest)
             painter.setPen(grey)
             painter.drawText(text_rect.adjusted(text_rect.width() - rest, 0, 0, 0), flags, extra)
-        if index.row() < 9:
-            painter.setPen(grey)
-            painter.drawText(key_rect, Qt.AlignmentFlag.AlignCenter, str(index.row() + 1))
+        if index.row() < 9:  # a keycap, not an id: the key that picks this row
+            cap = key_rect.adjusted(0, (key_rect.height() - 16) // 2, 0, -((key_rect.height() - 16) // 2))
+            painter.setPen(QPen(grey, 1))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRoundedRect(QRectF(cap).adjusted(0.5, 0.5, -0.5, -0.5), 3, 3)
+            painter.setPen(fg)
+            painter.drawText(cap, Qt.AlignmentFlag.AlignCenter, str(index.row() + 1))
         painter.restore()
         draw_eye(painter, eye_rect, grey if cls.hidden else fg, cls.hidden)
 
@@ -320,7 +324,9 @@ class ClassPanel(QWidget):
                 self._on_current_item()
         for row in range(self.list.count()):  # names, colours, visibility: tooltips + repaint
             cls = self._classes.by_id(ids[row])
-            tip = f"{cls.prompt}\nid {cls.id}" + (" · hidden" if cls.hidden else "")
+            key = f"press {row + 1} to paint with it" if row < 9 else "no number key (rows 1-9 have one)"
+            tip = (f"{cls.prompt}\n{key}; exported as class id {cls.id} (stable, whatever the order)"
+                   + ("\nhidden" if cls.hidden else ""))
             self.list.item(row).setToolTip(tip)
         self.list.viewport().update()
 

@@ -18,13 +18,13 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from chimera_app.editing import tools
 from chimera_app.editing.uncertainty import next_region, uncertain_regions
-from chimera_app.project.document import ImageState, Patch, Region
+from chimera_app.project.document import ImageState, Patch, Provenance, Region
 from chimera_app.project.store import SaveError
 from chimera_app.service.prelabel import store_prediction
 from chimera_app.service.requests import PrelabelResult, PrelabelSummary, Segmented
 from chimera_app.session import Session
 from engine import ChimeraError
-from engine.formats.palette import class_color
+from chimera_app.project.classes import default_color
 
 PREFETCH_AHEAD = 2  # images decoded and encoded ahead of D / A
 FULL_RES_DELAY_MS = 250  # after typing settles, re-score at full resolution
@@ -38,6 +38,7 @@ class AnnotationController(QObject):
     state_changed = Signal(str, str)  # rel, ImageState value
     prediction_shown = Signal(str, float)  # rel, seconds from request to repaint
     prelabel_running = Signal(bool)  # a folder pre-label started (True) or ended (False)
+    prelabel_progress = Signal(int, int, float)  # done, total, seconds left (-1: not known yet)
 
     def __init__(self, session: Session, client, canvas, class_panel, file_list, parent=None):
         super().__init__(parent)
@@ -50,11 +51,13 @@ class AnnotationController(QObject):
         self._regions: list[Region] = []
         self._region_index: int | None = None
         self._prelabel_remaining: list[str] = []
+        self._prelabel_started: tuple[float, int] | None = None  # (time, images done) at the start
         self._full_res = QTimer(self, singleShot=True, interval=FULL_RES_DELAY_MS)
         self._full_res.timeout.connect(self._settled)
 
         self._connections = [
             (client.image_ready, self._on_image_ready),
+            (client.image_failed, self._on_image_failed),
             (client.segmented, self._on_segmented),
             (client.prelabel_progress, self._on_prelabel_progress),
             (client.prelabel_result, self._on_prelabel_result),
@@ -89,18 +92,35 @@ class AnnotationController(QObject):
     def show_image(self, rel: str) -> None:
         if not rel or rel == self.session.rel and self.rgb is not None:
             return
+        self.rgb, self._regions, self._region_index = None, [], None
         try:
             self.session.open_image(rel)
-        except ChimeraError as error:  # unreadable image or damaged saved labels: nothing is written
-            self.failed.emit("image", str(error))
+        except ChimeraError as error:  # damaged saved labels: nothing is written
+            self._show_failure(rel, str(error))
             return
-        self.rgb, self._regions, self._region_index = None, [], None
+        self.canvas.set_notice("")
         self.client.show_image(rel, self.project.root / rel)
         self.state_changed.emit(rel, self.session.doc.state.value)
+
+    def _on_image_failed(self, rel: str, reason: str) -> None:
+        """An image the engine could not decode: marked in the list, said on the canvas, and
+        never a dialog (the user may be typing, and the same file would ask again on every visit)."""
+        self.file_list.set_failed(rel, reason)
+        if rel == self.session.rel:
+            self._show_failure(rel, reason)
+
+    def _show_failure(self, rel: str, reason: str) -> None:
+        """The canvas no longer shows the previous image as if it were ``rel``: it shows why."""
+        self.rgb = None
+        self.file_list.set_failed(rel, reason)
+        self.canvas.clear(f"{rel} cannot be opened:\n{reason}\n\nD / A go on to the next image.")
+        self.message.emit(f"{rel}: {reason}")
 
     def _on_image_ready(self, rel: str, rgb: np.ndarray) -> None:
         if rel != self.session.rel:
             return  # a prefetched image, or one the user already left
+        if self.file_list.failed_reason(rel) is not None:
+            self.file_list.set_failed(rel, None)  # readable now (e.g. the file was replaced)
         self.rgb = rgb
         self.canvas.set_image(rgb)
         doc = self.session.doc
@@ -204,7 +224,14 @@ class AnnotationController(QObject):
         self._repaint()
 
     def _on_prelabel_progress(self, done: int, total: int) -> None:
-        self.message.emit(f"Pre-labelling {done} / {total}")
+        now = time.perf_counter()
+        if done == 0 or self._prelabel_started is None:
+            self._prelabel_started = (now, done)
+            self.prelabel_progress.emit(done, total, -1.0)
+            return
+        t0, done0 = self._prelabel_started
+        rate = (done - done0) / max(now - t0, 1e-6)
+        self.prelabel_progress.emit(done, total, (total - done) / rate if rate > 0 else -1.0)
 
     def _on_class_removed(self, class_id: int) -> None:
         self.session.forget_history()  # patches may hold the deleted id
@@ -223,7 +250,7 @@ class AnnotationController(QObject):
     # -- drawing --------------------------------------------------------------------------------
     def _colors(self) -> dict[int, tuple[int, int, int]]:
         colors = {c.id: c.color for c in self.project.classes}
-        colors[self.project.classes.next_id] = class_color(self.project.classes.next_id)
+        colors[self.project.classes.next_id] = default_color(self.project.classes.next_id)
         return colors
 
     def _hidden(self) -> set[int]:
@@ -234,6 +261,7 @@ class AnnotationController(QObject):
             return
         if patch is None:
             self.canvas.set_labels(self.session.doc.labels, self._colors(), self._hidden())
+            self.canvas.set_provenance(self.session.doc.provenance)
         elif patch.labels_after.size:
             self.canvas.update_labels(patch.bbox)
 
@@ -281,7 +309,8 @@ class AnnotationController(QObject):
         if self.rgb is None or doc.prediction is None:
             return
         region = tools.flood(doc.prediction, int(x), int(y))
-        self._after_edit(lambda: self.session.accept(region))
+        patch = self._after_edit(lambda: self.session.accept(region))
+        self._say_accepted(patch, "in the clicked region")
 
     def set_min_confidence(self, value: float) -> None:
         """The unlabeled rule: pixels the model is less sure of than ``value`` stay unlabeled."""
@@ -290,15 +319,61 @@ class AnnotationController(QObject):
 
     def accept_all(self) -> None:
         if self.rgb is not None:
-            self._after_edit(self.session.accept)
+            patch = self._after_edit(self.session.accept)
+            if patch is not None:
+                self.message.emit(f"Accepted {self._accepted_pixels(patch):,} model pixels; "
+                                  f"{self.session.rel} is verified")
+            else:
+                self.message.emit("Nothing to accept: the image is verified and no model pixel is left")
 
     def accept_class(self) -> None:
-        if self.rgb is not None and self.session.active_class is not None:
-            self._after_edit(lambda: self.session.accept(class_id=self.session.active_class))
+        if self.rgb is None:
+            return
+        if self.session.active_class is None:
+            self.message.emit("Pick a class first (type a name, or press 1-9)")
+            return
+        name = self.project.classes.by_id(self.session.active_class).name
+        patch = self._after_edit(lambda: self.session.accept(class_id=self.session.active_class))
+        self._say_accepted(patch, f"of '{name}'")
+
+    def _say_accepted(self, patch: Patch | None, where: str) -> None:
+        n = 0 if patch is None else self._accepted_pixels(patch)
+        self.message.emit(f"Accepted {n:,} model pixels {where}" if n
+                          else f"No model pixels {where} to accept (a person decided them already)")
+
+    @staticmethod
+    def _accepted_pixels(patch: Patch) -> int:
+        return int(((patch.prov_before == Provenance.MODEL) & (patch.prov_after == Provenance.HUMAN)).sum())
 
     def toggle_verified(self) -> None:
-        if self.rgb is not None:
-            self._after_edit(lambda: self.session.mark_verified(self.session.doc.state != ImageState.VERIFIED))
+        if self.rgb is None:
+            return
+        verify = self.session.doc.state != ImageState.VERIFIED
+        if self._after_edit(lambda: self.session.mark_verified(verify)) is not None:
+            self.message.emit(f"{self.session.rel} verified (D: next image)" if verify
+                              else f"{self.session.rel} is no longer verified")
+
+    def describe_pixel(self, x: float, y: float) -> str:
+        """The status bar's readout of image pixel (x, y): class, the model's confidence there,
+        and who decided it; "" outside the image."""
+        doc = self.session.doc
+        if self.rgb is None or doc is None:
+            return ""
+        h, w = doc.labels.shape
+        col, row = int(x), int(y)
+        if not (0 <= row < h and 0 <= col < w):
+            return ""
+        class_id = int(self.canvas.labels[row, col]) if self.canvas.labels is not None else int(doc.labels[row, col])
+        if class_id == 0:
+            text = "unlabeled"
+        elif class_id in self.project.classes.ids():
+            text = self.project.classes.by_id(class_id).name
+        else:
+            text = self.draft or f"class {class_id}"
+        who = {Provenance.HUMAN: "person", Provenance.MODEL: "model"}.get(int(doc.provenance[row, col]))
+        if doc.confidence is not None and who != "person":
+            text += f" {doc.confidence[row, col]:.0%}"
+        return f"{text} · {who}" if who else text
 
     def undo(self) -> None:
         self._history(self.session.undo)
@@ -345,7 +420,9 @@ class AnnotationController(QObject):
                                         if self.project.state(rel) != ImageState.VERIFIED]
         items = [(rel, self.project.root / rel) for rel in self._prelabel_remaining]
         if self.client.prelabel(items, [c.prompt for c in classes], class_ids=[c.id for c in classes]):
+            self._prelabel_started = None
             self.prelabel_running.emit(True)
+            self.prelabel_progress.emit(0, len(items), -1.0)
 
     def cancel_prelabel(self) -> None:
         self.client.cancel_prelabel()
@@ -360,7 +437,13 @@ class AnnotationController(QObject):
                 self._repaint()
         else:  # loaded, merged and written on the saver thread: the GUI never waits on PNGs
             self.session.saver.submit(lambda: store_prediction(self.project, rel, ids, confidence))
-        self.state_changed.emit(rel, ImageState.PREDICTED.value)
+        # A prediction moves only an unlabeled image on; one in progress stays in progress.
+        try:
+            before = self.file_list.state(rel)
+        except KeyError:  # not listed (a folder walk that changed): the store has the truth
+            before = ImageState.UNLABELED
+        after = ImageState.PREDICTED if before == ImageState.UNLABELED else before
+        self.state_changed.emit(rel, after.value)
 
     def _on_prelabel_finished(self, summary: PrelabelSummary) -> None:
         self.prelabel_running.emit(False)

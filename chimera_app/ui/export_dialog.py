@@ -41,10 +41,10 @@ def _export_coco(project, path, states=None) -> dict:
     return export_coco(project, path, states=states)
 
 
-def _export_png_masks(project, out_dir) -> dict:
+def _export_png_masks(project, out_dir, states=None) -> dict:
     from chimera_app.project.exports import export_png_masks
 
-    return export_png_masks(project, out_dir)
+    return export_png_masks(project, out_dir, states=states)
 
 
 def _save_file(parent: QWidget, title: str, start: str) -> str:
@@ -52,7 +52,15 @@ def _save_file(parent: QWidget, title: str, start: str) -> str:
 
 
 def _choose_dir(parent: QWidget, title: str, start: str) -> str:
-    return QFileDialog.getExistingDirectory(parent, title, start)
+    """A folder, existing or not (the export creates it): a save-style dialog, where a new name
+    can be typed; the stock folder chooser accepts only folders that already exist."""
+    dialog = QFileDialog(parent, title, start)
+    dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+    dialog.setFileMode(QFileDialog.FileMode.AnyFile)
+    dialog.setOption(QFileDialog.Option.DontConfirmOverwrite, True)
+    dialog.setLabelText(QFileDialog.DialogLabel.FileName, "Folder")
+    dialog.setLabelText(QFileDialog.DialogLabel.Accept, "Choose")
+    return dialog.selectedFiles()[0] if dialog.exec() and dialog.selectedFiles() else ""
 
 
 def _count(value) -> int | None:
@@ -89,15 +97,18 @@ class ExportDialog(QDialog):
         root = Path(project.root)
         # Default targets beside the image folder, never inside it: a masks folder inside would be
         # picked up as images when the folder is opened again.
-        self._paths = {COCO: str(root.parent / f"{root.name}_coco.json"),
-                       PNG_MASKS: str(root.parent / f"{root.name}_masks")}
+        self._names = {COCO: f"{root.name}_coco.json", PNG_MASKS: f"{root.name}_masks"}
+        self._paths = {kind: str(root.parent / name) for kind, name in self._names.items()}
+        self._chosen: set[str] = set()  # formats whose target the user set (typed or browsed)
 
         self.formats = QButtonGroup(self)
         self.coco_radio = QRadioButton("COCO JSON (one RLE annotation per image and class)", self)
         self.png_radio = QRadioButton("Indexed PNG masks + class list", self)
         self.states = QButtonGroup(self)
         self.all_radio = QRadioButton("All labelled images", self)
-        self.verified_radio = QRadioButton("Human-verified images only", self)
+        self.verified_radio = QRadioButton("Verified images only", self)
+        self.all_radio.setToolTip("Every image with labels: predicted, in progress and verified")
+        self.verified_radio.setToolTip("Only images a person marked Verified (V) or accepted whole")
         for group, buttons in ((self.formats, (self.coco_radio, self.png_radio)),
                                (self.states, (self.all_radio, self.verified_radio))):
             for button in buttons:
@@ -134,7 +145,7 @@ class ExportDialog(QDialog):
         self.export_button.clicked.connect(self.run_export)
         self.browse_button.clicked.connect(self.browse)
         self.formats.buttonToggled.connect(self._on_format)
-        self.path_edit.textEdited.connect(lambda text: self._paths.__setitem__(self.kind(), text))
+        self.path_edit.textEdited.connect(self._on_path_typed)
 
     # -- choices --------------------------------------------------------------------------------
     def kind(self) -> str:
@@ -152,15 +163,20 @@ class ExportDialog(QDialog):
 
     def set_target(self, path: str | Path) -> None:
         self.path_edit.setText(str(path))
-        self._paths[self.kind()] = str(path)
+        self._on_path_typed(str(path))
+
+    def _on_path_typed(self, text: str) -> None:
+        kind = self.kind()
+        self._paths[kind] = text
+        self._chosen.add(kind)
+        # The other format follows into the same folder until the user sets its target too.
+        other = PNG_MASKS if kind == COCO else COCO
+        if other not in self._chosen and text.strip():
+            self._paths[other] = str(Path(text.strip()).expanduser().parent / self._names[other])
 
     def _on_format(self, *_) -> None:
         kind = self.kind()
         self.path_edit.setText(self._paths[kind])
-        # export_png_masks writes every image with labels; the state choice is COCO's only.
-        for radio in (self.all_radio, self.verified_radio):
-            radio.setEnabled(kind == COCO)
-        self.verified_radio.setToolTip("" if kind == COCO else "PNG masks are written for every labelled image")
 
     def browse(self) -> None:
         start = self.path_edit.text()
@@ -184,11 +200,7 @@ class ExportDialog(QDialog):
         self.result_label.setText("Exporting…")
         QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            if kind == COCO:
-                states = self._verified_states() if self.verified_only() else None
-                summary = self._export[COCO](self.project, target, states=states)
-            else:
-                summary = self._export[PNG_MASKS](self.project, target)
+            summary = self._export[kind](self.project, target, states=self._states())
         except (ChimeraError, ValueError, OSError) as exc:  # user-caused: bad labels, disk, rights
             self._show_errors(error_lines(exc))
             return None
@@ -199,11 +211,13 @@ class ExportDialog(QDialog):
         self.exported.emit(self.summary)
         return self.summary
 
-    @staticmethod
-    def _verified_states():
+    def _states(self):
+        """Verified only, or every image with labels (in progress included: a person started it)."""
         from chimera_app.project.document import ImageState
 
-        return {ImageState.VERIFIED}
+        if self.verified_only():
+            return {ImageState.VERIFIED}
+        return {ImageState.PREDICTED, ImageState.IN_PROGRESS, ImageState.VERIFIED}
 
     def _check_target(self, target: Path | None, kind: str) -> str:
         if target is None:

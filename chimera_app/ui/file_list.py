@@ -1,5 +1,6 @@
-"""The project's images: state of each (unlabeled / predicted / human-verified), a filter, and an
-order (by name, or most uncertain first) that next/previous walk.
+"""The project's images: state of each (unlabeled / predicted / in progress / human-verified), which
+ones could not be opened (and why), a state filter, a name search, and an order (by name, or most
+uncertain first) that next/previous walk.
 
 The window opens images only in response to ``current_changed``: clicks, ``select``, ``next`` and
 ``previous`` all end there, so there is one path from "which image" to "show it".
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QVBoxLayout,
@@ -29,19 +31,33 @@ __all__ = ["SORT_NAME", "SORT_UNCERTAINTY", "STATE_COLORS", "FileList"]
 REL_ROLE = Qt.ItemDataRole.UserRole
 SORT_NAME, SORT_UNCERTAINTY = "name", "uncertainty"
 STATE_COLORS = {ImageState.UNLABELED: "#9e9e9e", ImageState.PREDICTED: "#1e88e5",
-                ImageState.VERIFIED: "#43a047"}
+                ImageState.IN_PROGRESS: "#fb8c00", ImageState.VERIFIED: "#43a047"}
 STATE_TEXT = {ImageState.UNLABELED: "unlabeled", ImageState.PREDICTED: "predicted",
-              ImageState.VERIFIED: "verified"}
+              ImageState.IN_PROGRESS: "in progress", ImageState.VERIFIED: "verified"}
 FILTERS = (("All images", None), ("Unlabeled", ImageState.UNLABELED), ("Predicted", ImageState.PREDICTED),
-           ("Human-verified", ImageState.VERIFIED))
+           ("In progress", ImageState.IN_PROGRESS), ("Human-verified", ImageState.VERIFIED))
+FAILED_COLOR = "#c62828"
 
 StateSource = Callable[[str], ImageState] | Mapping[str, ImageState]
 Uncertainty = Callable[[str], "float | None"]
 
 
+def failed_icon(size: int = 12) -> QIcon:
+    """A red cross: the image could not be opened."""
+    pixmap = QPixmap(size, size)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(QPen(QColor(FAILED_COLOR), 2.2))
+    painter.drawLine(QPointF(2.5, 2.5), QPointF(size - 2.5, size - 2.5))
+    painter.drawLine(QPointF(size - 2.5, 2.5), QPointF(2.5, size - 2.5))
+    painter.end()
+    return QIcon(pixmap)
+
+
 def state_icon(state: ImageState, size: int = 12) -> QIcon:
-    """A ring (unlabeled), a dot (predicted) or a dot with a tick (verified): told apart by shape
-    as well as by colour, for colour-blind users."""
+    """A ring (unlabeled), a dot (predicted), a half-filled ring (in progress) or a dot with a tick
+    (verified): told apart by shape as well as by colour, for colour-blind users."""
     pixmap = QPixmap(size, size)
     pixmap.fill(Qt.GlobalColor.transparent)
     painter = QPainter(pixmap)
@@ -51,6 +67,12 @@ def state_icon(state: ImageState, size: int = 12) -> QIcon:
     if state == ImageState.UNLABELED:
         painter.setPen(QPen(color, 1.5))
         painter.drawEllipse(r)
+    elif state == ImageState.IN_PROGRESS:
+        painter.setPen(QPen(color, 1.5))
+        painter.drawEllipse(r)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(color)
+        painter.drawPie(r, 90 * 16, 180 * 16)  # the left half: work started, not finished
     else:
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(color)
@@ -80,6 +102,8 @@ class FileList(QWidget):
         self._rows: dict[str, int] = {}
         self._current: str | None = None
         self._icons = {state: state_icon(state) for state in ImageState}
+        self._failed_icon = failed_icon()
+        self._failed: dict[str, str] = {}  # rel -> why it could not be opened
 
         self.filter_combo = QComboBox(self)
         for text, state in FILTERS:
@@ -87,7 +111,12 @@ class FileList(QWidget):
         self.sort_combo = QComboBox(self)
         self.sort_combo.addItem("By name", SORT_NAME)
         self.sort_combo.addItem("Most uncertain first", SORT_UNCERTAINTY)
+        self.search_edit = QLineEdit(self)
+        self.search_edit.setPlaceholderText("Search file names…")
+        self.search_edit.setClearButtonEnabled(True)
+        self.search_edit.setToolTip("Show only images whose path contains this text (D / A walk the matches)")
         self.counts_label = QLabel(self)
+        self.counts_label.setWordWrap(True)
         self.list = QListWidget(self)
         self.list.setUniformItemSizes(True)  # keeps a 100k-image folder fast to lay out
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -97,10 +126,12 @@ class FileList(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
+        layout.addWidget(self.search_edit)
         layout.addWidget(self.counts_label)
         layout.addWidget(self.list, 1)
 
         self.filter_combo.currentIndexChanged.connect(lambda _: self._apply_filter())
+        self.search_edit.textChanged.connect(lambda _: self._apply_filter())
         self.sort_combo.currentIndexChanged.connect(lambda _: self._sort())
         self.list.currentItemChanged.connect(lambda *_: self._on_current_item())
         self._update_counts()
@@ -113,6 +144,7 @@ class FileList(QWidget):
         ``project.uncertainty``: rel -> float | None) enables "most uncertain first"."""
         get = states.__getitem__ if isinstance(states, Mapping) else states
         self._states = {rel: ImageState(get(rel)) for rel in rels}
+        self._failed = {}
         self._uncertainty_of = uncertainty
         self._current = None
         self._update_sort_enabled()
@@ -141,6 +173,20 @@ class FileList(QWidget):
 
     def state(self, rel: str) -> ImageState:
         return self._states[rel]
+
+    def set_failed(self, rel: str, reason: str | None) -> None:
+        """Mark ``rel`` as an image that could not be opened (icon, tooltip with ``reason``), or
+        clear the mark (None)."""
+        if rel not in self._states:
+            return
+        if reason is None:
+            self._failed.pop(rel, None)
+        else:
+            self._failed[rel] = reason
+        self._decorate(self.list.item(self._rows[rel]), rel)
+
+    def failed_reason(self, rel: str) -> str | None:
+        return self._failed.get(rel)
 
     def images(self) -> list[str]:
         """All images, in display order (filter ignored)."""
@@ -173,9 +219,15 @@ class FileList(QWidget):
             raise ValueError(f"unknown sort {mode!r}: use {SORT_NAME!r} or {SORT_UNCERTAINTY!r}")
         self.sort_combo.setCurrentIndex(index)
 
+    def search_text(self) -> str:
+        return self.search_edit.text()
+
+    def set_search(self, text: str) -> None:
+        self.search_edit.setText(text)
+
     def _matches(self, rel: str) -> bool:
-        wanted = self.filter_state()
-        return wanted is None or self._states[rel] == wanted
+        wanted, needle = self.filter_state(), self.search_edit.text().strip().lower()
+        return (wanted is None or self._states[rel] == wanted) and (not needle or needle in rel.lower())
 
     def _visible(self, rel: str) -> bool:
         # The open image stays listed even when the filter no longer matches it (e.g. it was just
@@ -213,9 +265,13 @@ class FileList(QWidget):
     def _decorate(self, item: QListWidgetItem, rel: str) -> None:
         state = self._states[rel]
         u = self._uncertainty.get(rel)
-        item.setIcon(self._icons[state])
         item.setText(rel if u is None else f"{rel}   ({u:.0%} uncertain)")
-        tip = f"{rel}\n{state.value}"
+        if rel in self._failed:
+            item.setIcon(self._failed_icon)
+            item.setToolTip(f"{rel}\ncannot be opened: {self._failed[rel]}")
+            return
+        item.setIcon(self._icons[state])
+        tip = f"{rel}\n{STATE_TEXT[state]}"
         if self._uncertainty_of is not None and self.sort_mode() == SORT_UNCERTAINTY:
             tip += "\nno prediction yet" if u is None else f"\nuncertainty {u:.3f}"
         item.setToolTip(tip)
@@ -229,6 +285,7 @@ class FileList(QWidget):
     def _update_counts(self) -> None:
         counts, total = self.counts(), len(self._states)
         self.counts_label.setText(f"{counts[ImageState.VERIFIED]} / {total} verified · "
+                                  f"{counts[ImageState.IN_PROGRESS]} in progress · "
                                   f"{counts[ImageState.PREDICTED]} predicted · "
                                   f"{counts[ImageState.UNLABELED]} unlabeled")
         for i, (text, state) in enumerate(FILTERS):

@@ -1,6 +1,7 @@
-"""The main window: lays out the canvas, the class panel and the file list, and binds every action
-to its shortcut. Behaviour lives elsewhere (``AnnotationController``, ``Session``, ``EngineClient``);
-this module only builds widgets and routes commands.
+"""The main window: lays out the welcome page or the canvas, the class panel, the file list and the
+status bar, and routes commands. Behaviour lives elsewhere (``AnnotationController``, ``Session``,
+``EngineClient``; menus.py builds the actions, status_bar.py the status line); this module opens
+and closes projects and connects the pieces.
 """
 
 from __future__ import annotations
@@ -9,66 +10,87 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QEventLoop, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDialog,
     QDockWidget,
     QDoubleSpinBox,
     QFileDialog,
-    QLabel,
     QMainWindow,
     QMessageBox,
-    QSlider,
+    QStackedWidget,
 )
 
+from chimera_app.project.classes import default_color
 from chimera_app.project.store import Project
 from chimera_app.service.requests import ModelLoaded
 from chimera_app.session import Session
-from chimera_app.ui import shortcuts
 from chimera_app.ui.canvas import Canvas
 from chimera_app.ui.class_panel import ClassPanel
 from chimera_app.ui.controller import AnnotationController
 from chimera_app.ui.file_list import FileList
+from chimera_app.ui.menus import TOOLS, build_menus, build_toolbar
+from chimera_app.ui.recent import RecentProjects
+from chimera_app.ui.status_bar import StatusPanel
+from chimera_app.ui.welcome import WelcomePage
 from chimera_app.worker import EngineClient
 from engine import ChimeraError
 
-DEFAULT_MODEL = "shapes-chimera"
-TOOLS = ("brush", "eraser", "fill", "polygon", "rectangle", "pan")
+__all__ = ["DEFAULT_MODEL", "PHOTO_MODEL", "TOOLS", "MainWindow"]
+
+DEFAULT_MODEL = "shapes-chimera"  # the demo's (shapes-world folders)
+PHOTO_MODEL = "clip:ViT-B-16/openai"  # the documented default for photos, when its weights are cached
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, device: str = "auto", client: EngineClient | None = None):
+    def __init__(self, device: str = "auto", client: EngineClient | None = None,
+                 recent: RecentProjects | None = None):
         super().__init__()
         self.setWindowTitle("Chimera")
         self.device, self.precision = device, "auto"
         self.client = client or EngineClient()
+        self.recent = recent or RecentProjects()
         self.project: Project | None = None
         self.session: Session | None = None
         self.controller: AnnotationController | None = None
-        self.model_name: str | None = None
+        self.model_name: str | None = None  # asked for last
+        self.model_in_use: str | None = None  # loaded, predicting now
         self.predictions_shown = 0
+        self.report_window = None
 
         self.canvas = Canvas()
-        self.setCentralWidget(self.canvas)
+        self.welcome = WelcomePage()
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(self.canvas)
+        self.setCentralWidget(self.pages)
         self.class_panel = ClassPanel()
         self.file_list = FileList()
         self._dock("Classes", self.class_panel, Qt.LeftDockWidgetArea)
         self._dock("Images", self.file_list, Qt.RightDockWidgetArea)
-        self.device_label, self.state_label, self.zoom_label = QLabel("no model"), QLabel(""), QLabel("")
-        self.cursor_label = QLabel("")  # image pixel under the pointer
-        for label in (self.cursor_label, self.state_label, self.zoom_label, self.device_label):
-            self.statusBar().addPermanentWidget(label)
-        self.canvas.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f} %"))
-        self.canvas.cursor_moved.connect(lambda x, y: self.cursor_label.setText(f"x {int(x)}  y {int(y)}"))
+        self.status = StatusPanel(self.statusBar())
+        # Item 2 of PRODUCT.md's edge: an explicit "unlabeled" decision, not a forced best guess.
+        self.min_confidence = QDoubleSpinBox(minimum=0.0, maximum=0.99, singleStep=0.05, decimals=2, value=0.0)
+        self.min_confidence.setToolTip("Pixels the model is less sure of than this stay unlabeled "
+                                       "(0: every pixel gets its best class)")
+        self.min_confidence.valueChanged.connect(self._set_min_confidence)
+        self.status.opacity.valueChanged.connect(lambda v: setattr(self.canvas, "opacity", v / 100))
+        self.canvas.zoom_changed.connect(lambda z: self.status.zoom_label.setText(f"{z * 100:.0f} %"))
+        self.canvas.cursor_moved.connect(self._on_cursor)
         self.canvas.brush_radius_changed.connect(
             lambda r: self.statusBar().showMessage(f"Brush radius {r:.0f} px", 1500))
+        self.class_panel.draft_changed.connect(self._on_draft)
+        self.welcome.open_folder_requested.connect(self.choose_folder)
+        self.welcome.demo_requested.connect(self.open_demo)
+        self.welcome.recent_requested.connect(lambda folder: self.open_project(Path(folder)))
         self._model_dialog = None  # made on first use, then reused
+        self._guide = None
         self.client.model_loaded.connect(self._on_model_loaded)
         self.client.failed.connect(self._on_failed)
-        self.actions_by_name: dict[str, QAction] = {}
-        self._build_menus()
-        self._build_toolbar()
+        self.actions_by_name = {}
+        build_menus(self)
+        build_toolbar(self)
+        self._show_welcome()
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -78,119 +100,23 @@ class MainWindow(QMainWindow):
         self.addDockWidget(area, dock)
         return dock
 
-    # -- actions --------------------------------------------------------------------------------
-    def _action(self, menu, name: str, text: str, slot, checkable: bool = False, checked: bool = False) -> QAction:
-        action = QAction(text, self, checkable=checkable)
-        if checkable:
-            action.setChecked(checked)
-            action.toggled.connect(slot)
-        else:
-            action.triggered.connect(lambda *_: slot())
-        keys = shortcuts.keys_for(name)
-        if keys:
-            action.setShortcuts([QKeySequence(k) for k in keys])
-        action.setShortcutContext(Qt.WindowShortcut)
-        menu.addAction(action)
-        self.addAction(action)  # shortcuts work while the menu bar is hidden too
-        self.actions_by_name[name] = action
-        return action
+    def _show_welcome(self) -> None:
+        self.welcome.set_recent(self.recent.folders())
+        self.pages.setCurrentWidget(self.welcome)
 
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file = bar.addMenu("&File")
-        self._action(file, "open_folder", "Open folder…", self.choose_folder)
-        self._action(file, "save", "Save", self.save)
-        file.addSeparator()
-        self._action(file, "import_coco", "Import COCO JSON…", self.import_coco)
-        self._action(file, "export", "Export…", self.export)
-        file.addSeparator()
-        self._action(file, "quit", "Quit", self.close)
+    def fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        folders = self.recent.folders()
+        for folder in folders:
+            action = self.recent_menu.addAction(str(folder))
+            action.triggered.connect(lambda *_, f=folder: self.open_project(f))
+        if not folders:
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
 
-        edit = bar.addMenu("&Edit")
-        self._action(edit, "undo", "Undo", lambda: self._with_controller("undo"))
-        self._action(edit, "redo", "Redo", lambda: self._with_controller("redo"))
-        edit.addSeparator()
-        self._action(edit, "accept_image", "Accept all", lambda: self._with_controller("accept_all"))
-        self._action(edit, "accept_class", "Accept class",
-                     lambda: self._with_controller("accept_class"))
-        self._action(edit, "toggle_verified", "Verified",
-                     lambda: self._with_controller("toggle_verified"))
-        self._action(edit, "protect", "Protect others", self._set_protect, checkable=True)
-
-        tool_menu = bar.addMenu("&Tools")
-        group = QActionGroup(self)
-        for name in TOOLS:
-            action = self._action(tool_menu, name, name.capitalize(), lambda on, n=name: on and self.set_tool(n),
-                                  checkable=True, checked=name == "brush")
-            group.addAction(action)
-        tool_menu.addSeparator()
-        self._action(tool_menu, "brush_smaller", "Smaller brush", lambda: self._brush(1 / 1.25))
-        self._action(tool_menu, "brush_larger", "Larger brush", lambda: self._brush(1.25))
-        self._action(tool_menu, "cancel", "Cancel", self.canvas.cancel)
-
-        view = bar.addMenu("&View")
-        self._action(view, "toggle_masks", "Masks", lambda on: setattr(self.canvas, "show_masks", on),
-                     checkable=True, checked=True)
-        self._action(view, "toggle_outlines", "Outlines", lambda on: setattr(self.canvas, "show_outlines", on),
-                     checkable=True)
-        self._action(view, "toggle_confidence", "Show confidence",
-                     lambda on: setattr(self.canvas, "show_confidence", on), checkable=True)
-        self.actions_by_name["toggle_confidence"].setText("Confidence")
-        view.addSeparator()
-        self._action(view, "zoom_in", "Zoom in", self.canvas.zoom_in)
-        self._action(view, "zoom_out", "Zoom out", self.canvas.zoom_out)
-        self._action(view, "fit", "Fit to window", self.canvas.fit)
-        self._action(view, "actual_size", "100 %", self.canvas.actual_size)
-        # Item 2 of PRODUCT.md's edge: an explicit "unlabeled" decision, not a forced best guess.
-        self.min_confidence = QDoubleSpinBox(minimum=0.0, maximum=0.99, singleStep=0.05, decimals=2, value=0.0)
-        self.min_confidence.setToolTip("Pixels the model is less sure of than this stay unlabeled "
-                                       "(0: every pixel gets its best class)")
-        self.min_confidence.valueChanged.connect(self._set_min_confidence)
-        self.opacity = QSlider(Qt.Horizontal, minimum=0, maximum=100, value=50, maximumWidth=120)
-        self.opacity.valueChanged.connect(lambda v: setattr(self.canvas, "opacity", v / 100))
-        self.statusBar().addPermanentWidget(QLabel("opacity"))
-        self.statusBar().addPermanentWidget(self.opacity)
-
-        go = bar.addMenu("&Go")
-        self._action(go, "next_image", "Next image", self.file_list.next)
-        self._action(go, "previous_image", "Previous image", self.file_list.previous)
-        self._action(go, "next_uncertain", "Next uncertain", lambda: self._with_controller("next_uncertain"))
-        for n in range(1, 10):
-            self._action(go, f"class_{n}", f"Class {n}", lambda n=n: self.class_panel.select_key(n))
-
-        model = bar.addMenu("&Model")
-        self._action(model, "choose_model", "Choose model…", self.choose_model)
-        self._action(model, "prelabel", "Pre-label folder", lambda: self._with_controller("prelabel"))
-        self._action(model, "resume_prelabel", "Resume pre-label", lambda: self._with_controller("prelabel", True))
-        self._action(model, "cancel_prelabel", "Cancel pre-label", lambda: self._with_controller("cancel_prelabel"))
-
-        help_menu = bar.addMenu("&Help")
-        self._action(help_menu, "shortcut_sheet", "Keyboard shortcuts", self.show_shortcuts)
-
-    def _build_toolbar(self) -> None:
-        """The tools and the switches people reach for most, one click away; tooltips show the keys."""
-        bar = self.addToolBar("Tools")
-        bar.setObjectName("Tools")
-        bar.setToolButtonStyle(Qt.ToolButtonTextOnly)
-        names = (*TOOLS, None, "accept_image", "accept_class", "toggle_verified", "protect", None,
-                 "toggle_masks", "toggle_outlines", "toggle_confidence", "next_uncertain", None, "prelabel",
-                 "cancel_prelabel")
-        for name in names:
-            if name is None:
-                bar.addSeparator()
-                continue
-            if name == "prelabel":
-                bar.addWidget(QLabel(" Unlabeled below "))
-                bar.addWidget(self.min_confidence)
-                bar.addSeparator()
-            action = self.actions_by_name[name]
-            keys = ", ".join(s.toString(QKeySequence.NativeText) for s in action.shortcuts())
-            action.setToolTip(f"{action.text()} ({keys})" if keys else action.text())
-            bar.addAction(action)
-
-    def _with_controller(self, method: str, *args) -> None:
+    # -- commands -------------------------------------------------------------------------------
+    def with_controller(self, method: str, *args) -> None:
         if self.controller is None:
-            self.statusBar().showMessage("Open a folder first (Ctrl+U)", 4000)
+            self.statusBar().showMessage("Open a folder first (Ctrl+O)", 4000)
             return
         getattr(self.controller, method)(*args)
 
@@ -198,7 +124,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_tool(name)
         self.actions_by_name[name].setChecked(True)
 
-    def _brush(self, factor: float) -> None:
+    def scale_brush(self, factor: float) -> None:
         self.canvas.brush_radius = self.canvas.brush_radius * factor  # the canvas clamps and reports it
 
     def _set_min_confidence(self, value: float) -> None:
@@ -207,9 +133,22 @@ class MainWindow(QMainWindow):
         else:
             self.client.set_min_confidence(value)
 
-    def _set_protect(self, on: bool) -> None:
+    def set_protect(self, on: bool) -> None:
         if self.session is not None:
             self.session.protect_others = on
+
+    def set_provenance_view(self, on: bool) -> None:
+        self.canvas.show_provenance = on
+        if on:
+            self.statusBar().showMessage("Hatched: pixels the model decided and no person has checked yet", 4000)
+
+    def _on_cursor(self, x: float, y: float) -> None:
+        what = self.controller.describe_pixel(x, y) if self.controller is not None else ""
+        self.status.set_cursor(x, y, what)
+
+    def _on_draft(self, text: str) -> None:
+        classes = self.class_panel.classes
+        self.status.set_draft(text, default_color(classes.next_id) if text else None)
 
     # -- project --------------------------------------------------------------------------------
     def choose_folder(self) -> None:
@@ -217,9 +156,17 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_project(Path(folder))
 
+    def open_demo(self) -> bool:
+        from chimera_app.app import create_demo_folder, default_demo_dir, demo_classes, demo_model
+
+        return self.open_project(create_demo_folder(default_demo_dir()), model=demo_model(), classes=demo_classes())
+
     def open_project(self, images: Path, project_dir: Path | None = None, model: str | None = None,
                      classes: list[str] = ()) -> bool:
-        """Open (or create) the project of ``images``; False (after a message) when it cannot be."""
+        """Open (or create) the project of ``images``; False (after a message) when it cannot be.
+        ``classes`` already in the project are skipped (re-running --demo after a rename or a
+        reorder is no clash); classes typed before any folder was open are added too."""
+        typed_before = [c.prompt for c in self.class_panel.classes] if self.project is None else []
         if self.project is not None and Path(images).resolve() == self.project.root.resolve():
             self.close_project()  # reopening our own project (e.g. after an import): release its lock first
         try:
@@ -231,25 +178,45 @@ class MainWindow(QMainWindow):
         self.project, self.session = project, Session(project)
         self.session.saver.on_error = lambda rel, e: QTimer.singleShot(
             0, lambda: self._on_failed("disk", f"Could not save {rel}: {e} (edits are kept in the journal)"))
-        for text in classes:
-            try:
-                project.classes.add(text)
-            except ChimeraError as error:  # e.g. already in the project
-                self.statusBar().showMessage(str(error), 4000)
+        notes = self._add_classes(project, [*typed_before, *classes])
         self._save_meta(project)
         self.class_panel.set_classes(project.classes)
         self.file_list.set_project(project.images(), project.state, project.uncertainty)
-        notes = []  # shown in the status bar, not in a box: nothing here needs an answer
         if project.recovered and not project.recovery_problems:
             notes.append(f"Recovered unsaved edits of {len(project.recovered)} image(s)")
         if project.skipped_images:  # broken or looping links, unreadable folders
             more = len(project.skipped_images) - 2
             notes.append(f"Skipped {len(project.skipped_images)} unreadable entries: "
                          + "; ".join(project.skipped_images[:2]) + (f"; and {more} more" if more > 0 else ""))
-        if notes:  # skipped entries stay until the next message: the folder may take long to load
+        if notes:  # shown in the status bar, not in a box: nothing here needs an answer
             self.statusBar().showMessage("; ".join(notes), 0 if project.skipped_images else 8000)
         if project.recovery_problems:
             QMessageBox.warning(self, "Recovered with problems", "\n".join(map(str, project.recovery_problems)))
+        self._attach_controller()
+        self.setWindowTitle(f"Chimera — {images}")
+        self.pages.setCurrentWidget(self.canvas)
+        self.recent.add(Path(images))
+        self._start_model(model or project.model)
+        if project.images():
+            self.file_list.select(project.images()[0])
+        else:
+            self.statusBar().showMessage(f"No images found in {images}", 8000)
+        self._maybe_show_guide()
+        return True
+
+    def _add_classes(self, project: Project, texts: list[str]) -> list[str]:
+        """Add ``texts`` not in the project yet; what was refused, as status notes."""
+        notes = []
+        for text in texts:
+            if project.classes.find(text) is not None:
+                continue
+            try:
+                project.classes.add(text)
+            except ChimeraError as error:  # e.g. a phrase another class already has
+                notes.append(f"Class '{text}' not added: {error}")
+        return notes
+
+    def _attach_controller(self) -> None:
         self.controller = AnnotationController(self.session, self.client, self.canvas, self.class_panel,
                                                self.file_list, self)
         self.controller.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
@@ -257,15 +224,34 @@ class MainWindow(QMainWindow):
         self.controller.state_changed.connect(self._on_state_changed)
         self.controller.prediction_shown.connect(self._on_prediction_shown)
         self.controller.prelabel_running.connect(self._on_prelabel_running)
+        self.controller.prelabel_progress.connect(self.status.set_progress)
         self._on_prelabel_running(False)
         self.session.protect_others = self.actions_by_name["protect"].isChecked()
-        self.setWindowTitle(f"Chimera — {images}")
-        self.load_model(model or project.model or DEFAULT_MODEL)
-        if project.images():
-            self.file_list.select(project.images()[0])
-        else:
-            self.statusBar().showMessage(f"No images found in {images}", 8000)
-        return True
+
+    def _start_model(self, model: str | None) -> None:
+        """Load ``model``; with none given or remembered, the default for photos when its weights
+        are cached, else no model and a note saying how to get one (never, silently, the shapes
+        toy model on a folder of photos)."""
+        if model:
+            self.load_model(model)
+            return
+        if self.model_in_use and self.model_in_use != DEFAULT_MODEL:
+            return  # keep the model already loaded: it is not the shapes toy model
+        from chimera_app.service.downloads import cached_clip_weights
+        from engine.model_names import parse_model_name
+
+        try:
+            cached = cached_clip_weights(parse_model_name(PHOTO_MODEL)) is not None
+        except ChimeraError:
+            cached = False
+        if cached:
+            self.load_model(PHOTO_MODEL)
+            return
+        self.status.set_model("no model yet", "Model → Choose model…")
+        self.statusBar().showMessage(
+            f"No model for this folder yet: the default for photos, {PHOTO_MODEL}, is not in the cache. "
+            "Model → Choose model… to download it or use a local file (the bundled shapes model only "
+            "knows coloured shapes). You can paint meanwhile.", 0)
 
     def close_project(self) -> None:
         if self.project is None:
@@ -277,6 +263,7 @@ class MainWindow(QMainWindow):
         self.session.close()
         self.project.close()
         self.project = self.session = self.controller = None
+        self.status.hide_progress()
 
     def save(self) -> None:
         if self.session is not None:
@@ -294,31 +281,39 @@ class MainWindow(QMainWindow):
             return False
         return True
 
+    # -- model ----------------------------------------------------------------------------------
     def load_model(self, name: str, device: str | None = None) -> None:
         self.model_name = name
-        self.device_label.setText(f"loading {name}…")
+        using = f" (still using {self.model_in_use})" if self.model_in_use else ""
+        self.status.set_model(f"loading {name}…{using}")
         self.client.load_model(name, device or self.device, self.precision)
 
     def _on_model_loaded(self, info: ModelLoaded) -> None:
-        self.device_label.setText(f"{info.name} · {info.device}")
-        self.device_label.setToolTip(info.reason)
+        self.model_in_use = info.name
+        self.status.set_model(f"{info.name} · {info.device}", info.reason)
         if self.project is not None:
-            self.project.model = self.model_name
+            self.project.model = info.name
             self._save_meta(self.project)
         if self.controller is not None:
             self.controller.request_prediction()
 
     def _on_failed(self, kind: str, message: str) -> None:
-        if kind == "model":
-            self.device_label.setText("no model")
-        if any(dialog.isVisible() for dialog in self.findChildren(QDialog)):
+        if kind == "image":  # marked in the file list and said on the canvas: never a box
+            self.statusBar().showMessage(message, 8000)
+            return
+        if kind == "model":  # the previous model (if any) still predicts: say which
+            if self.model_in_use:
+                self.status.set_model(f"{self.model_in_use} (loading {self.model_name} failed)", message)
+            else:
+                self.status.set_model("no model", message)
+        if any(dialog.isVisible() and dialog.isModal() for dialog in self.findChildren(QDialog)):
             return  # an open dialog (e.g. a download) shows its own errors
         QMessageBox.warning(self, f"Chimera: {kind} error", message)
 
     def _on_state_changed(self, rel: str, state: str) -> None:
         self.file_list.set_state(rel, state)
         if self.session is not None and rel == self.session.rel:
-            self.state_label.setText(f"{rel}: {state}")
+            self.status.state_label.setText(f"{rel}: {state.replace('-', ' ')}")
 
     def rgb_ready(self) -> bool:
         """The current image is decoded and on the canvas."""
@@ -332,8 +327,15 @@ class MainWindow(QMainWindow):
         self.actions_by_name["prelabel"].setEnabled(not running)
         self.actions_by_name["resume_prelabel"].setEnabled(not running)
         self.actions_by_name["cancel_prelabel"].setEnabled(running)
+        if not running:
+            self.status.hide_progress()
 
-    # -- dialogs --------------------------------------------------------------------------------
+    # -- dialogs and windows --------------------------------------------------------------------
+    def _back_to_canvas(self) -> None:
+        """After a dialog: keys (digits, Space) go to the canvas again, not to a text field."""
+        if self.project is not None:
+            self.canvas.setFocus(Qt.FocusReason.OtherFocusReason)
+
     def choose_model(self) -> None:
         from chimera_app.ui.dialogs import ModelDialog
 
@@ -344,14 +346,32 @@ class MainWindow(QMainWindow):
         if dialog.exec():
             self.device, self.precision = dialog.device(), dialog.precision()
             self.load_model(dialog.model_name(), self.device)
+        self._back_to_canvas()
 
     def export(self) -> None:
         if self.project is None:
+            self.statusBar().showMessage("Open a folder first (Ctrl+O)", 4000)
             return
         from chimera_app.ui.dialogs import ExportDialog
 
         self.save()
         ExportDialog(self.project, parent=self).exec()
+        self._back_to_canvas()
+
+    def show_report(self) -> None:
+        if self.project is None:
+            self.statusBar().showMessage("Open a folder first (Ctrl+O)", 4000)
+            return
+        from chimera_app.report import build_report
+        from chimera_app.ui.report_window import ReportWindow
+
+        self.save()
+        report = build_report(self.project)
+        if self.report_window is not None:
+            self.report_window.close()
+        self.report_window = ReportWindow(report, self.project.root.name, parent=self,
+                                          start_dir=self.project.root.parent)
+        self.report_window.show()
 
     def import_coco(self) -> None:
         if self.project is None:
@@ -376,6 +396,22 @@ class MainWindow(QMainWindow):
         from chimera_app.ui.dialogs import ShortcutSheet
 
         ShortcutSheet(self).exec()
+        self._back_to_canvas()
+
+    def show_guide(self) -> None:
+        from chimera_app.ui.first_run import FirstRunGuide
+
+        if self._guide is None:
+            self._guide = FirstRunGuide(self)
+            self._guide.finished.connect(lambda *_: self._back_to_canvas())
+        self._guide.show()
+        self._guide.raise_()
+
+    def _maybe_show_guide(self) -> None:
+        from chimera_app.ui.first_run import guide_dismissed
+
+        if not guide_dismissed():
+            self.show_guide()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def screenshot_when_predicted(self, path: Path, timeout: float) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -32,9 +33,9 @@ from PySide6.QtWidgets import (
 from chimera_app.service import downloads
 from engine.errors import ChimeraError
 from engine.model_names import BUNDLED as BUNDLED_NAMES
-from engine.model_names import DEFAULT_METHOD, ModelName, parse_model_name
+from engine.model_names import DEFAULT_METHOD, METHODS, ModelName, parse_model_name
 
-__all__ = ["CLIP_EXAMPLES", "DEVICES", "PRECISIONS", "ModelDialog"]
+__all__ = ["CLIP_EXAMPLES", "DEVICES", "METHOD_TEXT", "PRECISIONS", "ModelDialog", "offline_message"]
 
 BUNDLED_TEXT = {"shapes-chimera": "Bundled shapes model, Chimera-Seg (offline demo)",
                 "shapes-clip": "Bundled shapes model, dense CLIP (offline demo)"}
@@ -47,16 +48,37 @@ CHECKPOINT_FILTER = "Chimera checkpoints (*.safetensors);;All files (*)"
 OK, INFO, ERROR = "ok", "info", "error"
 STYLES = {OK: "color: #2e7d32;", INFO: "", ERROR: "color: #c62828;"}
 MB = 1024 * 1024
+METHOD_TEXT = {"naclip": "NACLIP (default)", "sclip": "SCLIP", "clearclip": "ClearCLIP", "maskclip": "MaskCLIP"}
 
 
 def clip_field(model: ModelName) -> str:
-    """What the CLIP field shows for a ``clip:`` model: ``<arch>/<weights>``, ``+<method>`` unless
-    it is the default."""
-    return model.clip + ("" if model.method == DEFAULT_METHOD else f"+{model.method}")
+    """What the CLIP field shows for a ``clip:`` model: ``<arch>/<weights>`` (the method has its
+    own combo)."""
+    return model.clip
+
+
+def offline_message(model: str, reason: str, cache: Path) -> str:
+    """The one message for weights that are not cached on a machine that cannot download them:
+    why, and the two ways out."""
+    return (f"{model} is not in the cache and cannot be downloaded: {reason}.\n"
+            f"Two ways out: (1) copy a Hugging Face cache that holds it into {cache} (for example "
+            f"after `chimera-label --download {model}` on a machine with internet), or (2) choose its "
+            f"weights file with \u201cUse a local file\u2026\u201d. Cancel keeps the current model.")
 
 
 def _open_file(parent: QWidget, title: str, filter_: str) -> str:
     return QFileDialog.getOpenFileName(parent, title, "", filter_)[0]
+
+
+def _read_checkpoint(path: Path) -> str:
+    """A one-line description of a Chimera checkpoint, read from its header only (ChimeraError
+    when the file is not one)."""
+    from engine.checkpoints import read_metadata  # here: it imports torch
+
+    meta = read_metadata(path)
+    clip = meta.get("clip") if isinstance(meta.get("clip"), dict) else {}
+    arch = clip.get("arch") or meta.get("arch") or ""
+    return f"Chimera checkpoint ({meta.get('kind', 'model')}{', ' + str(arch) if arch else ''})"
 
 
 class ModelDialog(QDialog):
@@ -67,11 +89,18 @@ class ModelDialog(QDialog):
     def __init__(self, client=None, current: str | None = None, device: str = "auto", precision: str = "auto",
                  parent: QWidget | None = None, *, cache_dir: Callable[[], Path] = downloads.cache_dir,
                  cached_file: Callable[[ModelName], Path | None] = downloads.cached_clip_weights,
-                 open_file: Callable[[QWidget, str, str], str] = _open_file) -> None:
+                 open_file: Callable[[QWidget, str, str], str] = _open_file,
+                 offline_reason: Callable[[], str | None] = downloads.offline_reason,
+                 read_checkpoint: Callable[[Path], str] = _read_checkpoint) -> None:
         super().__init__(parent)
         self.setWindowTitle("Model")
+        self.setMinimumWidth(640)  # long paths and the offline message wrap instead of squashing the form
         self.client = client
+        self._cache_dir = cache_dir
         self._cached_file = cached_file
+        self._offline_reason = offline_reason
+        self._read_checkpoint = read_checkpoint
+        self._checkpoint_status: tuple[str, tuple[str, str]] | None = None  # (path, status) read last
         self._open_file = open_file
         self._downloading: str | None = None  # the model name being downloaded
         self.downloaded_path: str | None = None
@@ -92,17 +121,30 @@ class ModelDialog(QDialog):
         self.examples = QLabel("Examples: " + " · ".join(CLIP_EXAMPLES), self)
         self.examples.setEnabled(False)
         grid.addWidget(self.examples, 3, 1, 1, 2)
-        self._add_radio(grid, 4, "checkpoint", "Checkpoint file:")
+        self.method_combo = QComboBox(self)
+        for method in METHODS:
+            self.method_combo.addItem(METHOD_TEXT.get(method, method), method)
+        self.method_combo.setToolTip("How CLIP's last block is turned into a dense (per-pixel) predictor, "
+                                     "without training.\nNACLIP is the default; the others are worth a try "
+                                     "when its regions look wrong.")
+        method_row = QHBoxLayout()
+        method_row.addWidget(QLabel("Training-free method", self))
+        method_row.addWidget(self.method_combo)
+        method_row.addStretch(1)
+        grid.addLayout(method_row, 4, 1, 1, 2)
+        self._add_radio(grid, 5, "checkpoint", "Checkpoint file:")
         self.checkpoint_edit = QLineEdit(self)
         self.checkpoint_edit.setPlaceholderText("a .safetensors file written by chimera-train")
         self.checkpoint_button = QPushButton("Browse…", self)
-        grid.addWidget(self.checkpoint_edit, 4, 1)
-        grid.addWidget(self.checkpoint_button, 4, 2)
+        grid.addWidget(self.checkpoint_edit, 5, 1)
+        grid.addWidget(self.checkpoint_button, 5, 2)
+        grid.setColumnStretch(1, 1)
 
         self.cache_label = QLabel(f"Hugging Face cache: {cache_dir()}", self)
         self.cache_label.setWordWrap(True)
         self.status_label = QLabel(self)
         self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.download_button = QPushButton("Download", self)
         self.cancel_button = QPushButton("Cancel download", self)
         self.progress = QProgressBar(self)
@@ -137,6 +179,7 @@ class ModelDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         self.choices.buttonToggled.connect(lambda *_: self._refresh())
         self.clip_edit.textChanged.connect(lambda _: self._choose("clip"))
+        self.method_combo.currentIndexChanged.connect(lambda _: self._choose("clip"))
         self.checkpoint_edit.textChanged.connect(lambda _: self._choose("checkpoint"))
         self.local_button.clicked.connect(self.use_local_file)
         self.checkpoint_button.clicked.connect(self.browse_checkpoint)
@@ -169,12 +212,19 @@ class ModelDialog(QDialog):
             model = ModelName("checkpoint", path=name.strip())
         if model.kind == "clip":
             self.clip_edit.setText(clip_field(model))
+            self.set_method(model.method or DEFAULT_METHOD)
             self._choose("clip")
         elif model.kind == "bundled" and model.path in self.radios and model.method is None:
             self._choose(model.path)
         else:  # a checkpoint, or a name the radios have no field for (chimera:..., shapes-clip+sclip)
             self.checkpoint_edit.setText(str(model))
             self._choose("checkpoint")
+
+    def method(self) -> str:
+        return self.method_combo.currentData()
+
+    def set_method(self, method: str) -> None:
+        self.method_combo.setCurrentIndex(max(0, self.method_combo.findData(method)))
 
     def choice(self) -> str:
         return next(key for key, radio in self.radios.items() if radio.isChecked())
@@ -183,7 +233,15 @@ class ModelDialog(QDialog):
         """What to pass to ``EngineClient.load_model`` / ``engine.load_segmenter``."""
         key = self.choice()
         if key == "clip":
-            return "clip:" + self.clip_edit.text().strip()
+            text = self.clip_edit.text().strip()
+            if "+" in text:  # a method typed into the field wins over the combo
+                return "clip:" + text
+            try:
+                model = parse_model_name("clip:" + text)
+            except ChimeraError:
+                return "clip:" + text  # loading says what is wrong with it
+            method = self.method()
+            return f"clip:{model.clip}" + ("" if method == DEFAULT_METHOD else f"+{method}")
         if key == "checkpoint":
             return self.checkpoint_edit.text().strip()
         return key
@@ -216,8 +274,7 @@ class ModelDialog(QDialog):
         if key == "clip":
             message, level = self._clip_status(self.clip_edit.text().strip())
         elif key == "checkpoint":
-            path = Path(self.checkpoint_edit.text().strip()).expanduser()
-            message, level = ("checkpoint found", OK) if path.is_file() else ("choose a checkpoint file", ERROR)
+            message, level = self._checkpoint_state(self.checkpoint_edit.text().strip())
         else:
             message, level = "bundled with Chimera: works offline", OK
         self._set_status(message, level)
@@ -229,6 +286,24 @@ class ModelDialog(QDialog):
         # Not-yet-downloaded weights may still be chosen: loading fetches them (or, offline, says
         # how to get them). An impossible choice, or one mid-download, may not.
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(level != ERROR and not busy)
+
+    def _checkpoint_state(self, text: str) -> tuple[str, str]:
+        """(message, level) of a checkpoint path: its header is read (and remembered per path)
+        before it is called a checkpoint; a file that merely exists is not one."""
+        if not text:
+            return "choose a checkpoint file", ERROR
+        path = Path(text).expanduser()
+        if not path.is_file():
+            return f"file not found: {path}", ERROR
+        if self._checkpoint_status is None or self._checkpoint_status[0] != str(path):
+            try:
+                status = (f"{self._read_checkpoint(path)}: {path}", OK)
+            except ChimeraError as exc:
+                status = (f"not a Chimera checkpoint: {exc}", ERROR)
+            except (OSError, ValueError) as exc:
+                status = (f"cannot read {path}: {exc}", ERROR)
+            self._checkpoint_status = (str(path), status)
+        return self._checkpoint_status[1]
 
     def _clip_status(self, spec: str) -> tuple[str, str]:
         """(message, level) of ``<arch>/<tag|random|file>[+method]``; level INFO means "downloadable"."""
@@ -247,6 +322,9 @@ class ModelDialog(QDialog):
             return str(exc), ERROR
         if hit is not None:
             return f"cached: {hit}", OK
+        reason = self._offline_reason()
+        if reason:  # OK would only wait for the hub client to give up: say so now, and the ways out
+            return offline_message(f"clip:{model.clip}", reason, self._cache_dir()), ERROR
         return "not downloaded yet: Download fetches it into the cache (or use a local file)", INFO
 
     def _set_status(self, message: str, level: str) -> None:

@@ -222,6 +222,21 @@ class Layer(QGraphicsItem):
         painter.drawImage(target, self._image, source)
 
 
+PROVENANCE_STRIPE = 6  # display pixels per hatch period on model-decided pixels
+
+
+def provenance_argb(prov: np.ndarray, box, out: np.ndarray, model_value: int = 1) -> None:
+    """Hatch the model-decided pixels of ``prov`` (a display-grid window starting at ``box``'s
+    corner) into ``out`` (uint32 premultiplied ARGB): a dark veil with light diagonal stripes, so
+    what a person still has to check stands out whatever the class colour; other pixels clear."""
+    h, w = prov.shape
+    yy, xx = np.ogrid[box[0]:box[0] + h, box[1]:box[1] + w]
+    stripe = ((yy + xx) % PROVENANCE_STRIPE) < 2
+    light = np.uint32((150 << 24) | (150 << 16) | (150 << 8) | 150)  # white at alpha 150, premultiplied
+    dark = np.uint32(90 << 24)  # black at alpha 90
+    out[...] = np.where(prov == model_value, np.where(stripe, light, dark), np.uint32(0))
+
+
 class LayerStack:
     """The image, mask, outline and confidence layers of one image, kept at one display grid.
 
@@ -234,7 +249,8 @@ class LayerStack:
         self.masks = Layer()
         self.outlines = Layer()
         self.confidence = Layer()
-        for z, layer in enumerate((self.image, self.masks, self.outlines, self.confidence)):
+        self.provenance = Layer()
+        for z, layer in enumerate((self.image, self.masks, self.outlines, self.confidence, self.provenance)):
             layer.setZValue(z)
             scene.addItem(layer)
         self.shape: tuple[int, int] | None = None  # full resolution (h, w)
@@ -245,6 +261,8 @@ class LayerStack:
         self._outlines_dirty = True  # outlines are computed only while shown
         self.confidence_map: np.ndarray | None = None  # held by reference, tinted only while shown
         self._confidence_dirty = True
+        self.provenance_map: np.ndarray | None = None  # held by reference, hatched only while shown
+        self._provenance_dirty = True
 
     def set_image(self, rgb: np.ndarray) -> None:
         """A new image: resets every layer (labels and confidence belong to the old image)."""
@@ -264,13 +282,13 @@ class LayerStack:
         if not np.shares_memory(done, bgra):  # OpenCV could not write in place
             bgra[:] = done
         self.image.changed()
-        self.labels = self.confidence_map = None
-        for layer in (self.masks, self.outlines, self.confidence):
+        self.labels = self.confidence_map = self.provenance_map = None
+        for layer in (self.masks, self.outlines, self.confidence, self.provenance):
             layer.invalidate()
 
     def clear(self) -> None:
-        self.shape = self.grid = self.labels = self.confidence_map = None
-        for layer in (self.image, self.masks, self.outlines, self.confidence):
+        self.shape = self.grid = self.labels = self.confidence_map = self.provenance_map = None
+        for layer in (self.image, self.masks, self.outlines, self.confidence, self.provenance):
             layer.reset((0, 0), (0, 0))
 
     def set_labels(self, labels: np.ndarray, colors, hidden) -> None:
@@ -296,6 +314,7 @@ class LayerStack:
         sampled = self.grid.sample(self.labels, box)
         _lookup(self.lut, sampled, self.masks.pixels()[box[0] : box[2], box[1] : box[3]])
         self.masks.changed(box)
+        self.refresh_provenance(box)
         if self.outlines.isVisible() and bbox is not None and not self._outlines_dirty:
             self._render_outlines(box)
         else:
@@ -343,3 +362,25 @@ class LayerStack:
         confidence_argb(sampled, self.threshold, self.confidence.pixels())
         self.confidence.changed()
         self._confidence_dirty = False
+
+    def set_provenance(self, provenance: np.ndarray | None) -> None:
+        """The provenance map (uint8, a reference: edits change it in place and come with
+        ``update_labels(bbox)``, which re-hatches that box while the layer is shown)."""
+        if provenance is not None and self.shape is not None and provenance.shape != self.shape:
+            raise ValueError(f"provenance {provenance.shape} does not match the image {self.shape}")
+        self.provenance_map = None if self.shape is None else provenance
+        self._provenance_dirty = True
+        self.provenance.invalidate()
+        self.refresh_provenance(None)
+
+    def refresh_provenance(self, box=None) -> None:
+        """Re-hatch the display ``box`` (all when None) if the layer is shown."""
+        if not self.provenance.isVisible() or self.provenance_map is None:
+            return
+        dh, dw = self.grid.shape
+        if box is None or self._provenance_dirty:
+            self.provenance.ensure(self.shape, (dh, dw))  # allocated once first shown
+            box, self._provenance_dirty = (0, 0, dh, dw), False
+        sampled = self.grid.sample(self.provenance_map, box)
+        provenance_argb(sampled, box, self.provenance.pixels()[box[0]:box[2], box[1]:box[3]])
+        self.provenance.changed(box)

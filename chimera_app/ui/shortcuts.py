@@ -48,8 +48,11 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     # Images
     Shortcut("next_image", ("D",), "Next image (honours the file-list filter)", "Images"),
     Shortcut("previous_image", ("A",), "Previous image", "Images"),
-    Shortcut("open_folder", ("Ctrl+U",), "Open a folder of images", "Images"),
+    Shortcut("open_folder", ("Ctrl+O", "Ctrl+U"), "Open a folder of images", "Images"),
     Shortcut("save", ("Ctrl+S",), "Save now (edits are also saved automatically)", "Images"),
+    Shortcut("export", ("Ctrl+E",), "Export the labels (COCO JSON or PNG masks)", "Images"),
+    Shortcut("report", ("Ctrl+Shift+R",), "Dataset report: pixels and images per class, progress", "Images"),
+    Shortcut("quit", ("Ctrl+Q",), "Quit (everything is already saved)", "Images"),
     Shortcut("next_uncertain", ("N",), "Jump to the next most uncertain region", "Images"),
     Shortcut("prelabel", ("Ctrl+L",), "Pre-label every image not human-verified", "Images"),
     # Edit
@@ -58,7 +61,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("cancel", ("Esc",), "Cancel the polygon or stroke in progress", "Edit"),
     Shortcut("accept_image", ("Ctrl+Return",), "Accept the whole prediction (the image becomes verified)", "Edit"),
     Shortcut("accept_class", ("Ctrl+Shift+Return",), "Accept the prediction of the current class", "Edit"),
-    Shortcut("toggle_verified", ("Ctrl+Shift+V",), "Mark the image human-verified / not verified", "Edit"),
+    Shortcut("toggle_verified", ("V", "Ctrl+Shift+V"),
+             "Verified: mark the image checked and finished (again: not verified)", "Edit"),
     Shortcut("protect", ("Ctrl+Shift+P",), "Protect other classes from the brush and fill", "Edit"),
     # Tools
     Shortcut("brush", ("B",), "Brush", "Tools"),
@@ -79,6 +83,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("toggle_masks", ("T",), "Show / hide the masks", "View"),
     Shortcut("toggle_outlines", ("O",), "Show / hide class outlines", "View"),
     Shortcut("toggle_confidence", ("C",), "Show / hide the low-confidence overlay", "View"),
+    Shortcut("toggle_provenance", ("M",), "Hatch the pixels the model decided (not yet checked by a person)",
+             "View"),
     Shortcut("zoom_in", ("Ctrl++", "Ctrl+="), "Zoom in", "View"),
     Shortcut("zoom_out", ("Ctrl+-",), "Zoom out", "View"),
     Shortcut("fit", ("Ctrl+0",), "Fit the image to the window", "View"),

@@ -8,7 +8,7 @@ from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, Qt
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication, QLineEdit
 
-from chimera_app.project.classes import ClassList
+from chimera_app.project.classes import ClassList, default_color
 from chimera_app.ui.class_panel import ClassPanel, row_rects
 
 
@@ -190,7 +190,7 @@ def test_clicking_the_eye_hides_and_the_swatch_picks_a_colour(make_panel, qtbot)
     image = panel.list.viewport().grab().toImage()
     pixel = image.pixelColor(swatch.center() * image.devicePixelRatio())
     assert (pixel.red(), pixel.green(), pixel.blue()) == (10, 20, 30)
-    assert panel.picked == [(0, 128, 0)]  # the dialog opened on b's palette colour
+    assert panel.picked == [default_color(b.id)]  # the dialog opened on b's palette colour
 
 
 def test_panel_follows_changes_made_elsewhere_and_detaches(qtbot):

@@ -22,6 +22,7 @@ class ScriptedClient(QObject):
     """EngineClient's signals and requests; the test answers by emitting the signals itself."""
 
     image_ready = Signal(str, object)
+    image_failed = Signal(str, str)
     segmented = Signal(object)
     prelabel_progress = Signal(int, int)
     prelabel_result = Signal(object)

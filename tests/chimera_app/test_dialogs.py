@@ -15,6 +15,8 @@ from chimera_app.ui.dialogs import ExportDialog, ModelDialog, ShortcutSheet
 from chimera_app.ui.export_dialog import COCO, PNG_MASKS
 from engine.errors import ChimeraError, WeightsNotFoundError
 
+LABELLED = {ImageState.PREDICTED, ImageState.IN_PROGRESS, ImageState.VERIFIED}
+
 # PRODUCT.md, "Shortcuts people already have in their fingers": key -> the action it must trigger.
 PRODUCT_SHORTCUTS = {
     "D": "next_image", "A": "previous_image", "Ctrl+U": "open_folder", "Ctrl+S": "save",
@@ -49,7 +51,7 @@ def test_shortcut_keys_are_valid_and_never_bound_twice():
             assert seq.count() == 1 and seq.toString() == key, key  # a typo would not round-trip
             assert seq not in seen, f"{key} is bound to {seen[seq]} and {row.action}"
             seen[seq] = row.action
-    assert shortcuts.keys_for("export") == () and shortcuts.keys_for("class_delete") == ()  # panel-local
+    assert shortcuts.keys_for("export") == ("Ctrl+E",) and shortcuts.keys_for("class_delete") == ()  # panel-local
     assert {s.action for s in shortcuts.window_shortcuts()} >= set(PRODUCT_SHORTCUTS.values())
 
 
@@ -65,8 +67,8 @@ class FakeExporter:
         Path(path).write_text("{}")
         return {"time": "now", "kind": "coco", "path": str(path), "images": 3, "annotations": 7}
 
-    def png(self, project, out_dir):
-        self.calls.append(("png", Path(out_dir), None))
+    def png(self, project, out_dir, states=None):
+        self.calls.append(("png", Path(out_dir), states))
         if self.error:
             raise self.error
         return {"kind": "png", "path": str(out_dir), "images": 2, "annotations": 2}
@@ -87,7 +89,7 @@ def test_export_coco_shows_the_summary(qtbot, tmp_path):
     assert dialog.target() == tmp_path / "photos_coco.json"  # beside the image folder, not in it
     with qtbot.waitSignal(dialog.exported) as blocker:
         qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
-    assert exporter.calls == [("coco", tmp_path / "photos_coco.json", None)]
+    assert exporter.calls == [("coco", tmp_path / "photos_coco.json", LABELLED)]
     assert blocker.args[0]["annotations"] == 7 and (tmp_path / "photos_coco.json").exists()
     assert dialog.result_text() == f"Exported 3 images, 7 annotations to {tmp_path / 'photos_coco.json'}"
     dialog.verified_radio.setChecked(True)
@@ -114,14 +116,14 @@ def test_png_masks_target_a_folder_outside_the_images(qtbot, tmp_path):
     dialog = make_export(qtbot, tmp_path, exporter,
                          choose_dir=lambda parent, title, start: chosen.append(start) or str(tmp_path / "photos" / "m"))
     dialog.set_kind(PNG_MASKS)
-    assert dialog.target() == tmp_path / "photos_masks" and not dialog.verified_radio.isEnabled()
+    assert dialog.target() == tmp_path / "photos_masks"
     dialog.browse()
     assert dialog.target() == tmp_path / "photos" / "m"
     assert dialog.run_export() is None and exporter.calls == []  # inside the image folder: refused
     assert "inside the image folder" in dialog.result_text()
     dialog.set_target(tmp_path / "masks")
     assert dialog.run_export()["kind"] == PNG_MASKS
-    assert exporter.calls == [("png", tmp_path / "masks", None)] and "2 images" in dialog.result_text()
+    assert exporter.calls == [("png", tmp_path / "masks", LABELLED)] and "2 images" in dialog.result_text()
     dialog.set_kind(COCO)
     assert dialog.target() == tmp_path / "photos_coco.json"  # each format keeps its own target
 
@@ -147,6 +149,7 @@ class FakeClient(QObject):
 def model_dialog(qtbot, tmp_path):
     def make(current="clip:ViT-B-16/openai", cached=None, **kwargs):
         client = FakeClient()
+        kwargs.setdefault("offline_reason", lambda: None)  # online, unless a test says otherwise
         dialog = ModelDialog(client, current=current, cache_dir=lambda: tmp_path / "hf-cache",
                              cached_file=kwargs.pop("cached_file", lambda spec: cached), **kwargs)
         qtbot.addWidget(dialog)
@@ -229,5 +232,5 @@ def test_default_cache_probes_need_no_network(qtbot):
     dialog = ModelDialog(None, current="clip:ViT-B-16/openai")  # real probes, HF_HUB_OFFLINE=1
     qtbot.addWidget(dialog)
     assert str(hf_cache_dir()) in dialog.cache_label.text()
-    assert dialog.status_label.text().startswith(("cached", "not downloaded"))
+    assert dialog.status_label.text().startswith(("cached", "clip:ViT-B-16/openai is not in the cache"))
     assert not dialog.download_button.isVisibleTo(dialog)  # no client: no downloading

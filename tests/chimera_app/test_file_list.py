@@ -26,7 +26,7 @@ def files(qtbot):
 
 
 def test_counts_and_state_changes(files):
-    assert files.counts_label.text() == "1 / 5 verified · 2 predicted · 2 unlabeled"
+    assert files.counts_label.text() == "1 / 5 verified · 0 in progress · 2 predicted · 2 unlabeled"
     assert files.filter_combo.itemText(1) == "Unlabeled (2)"
     files.set_state("a.png", "human-verified")  # the controller passes ImageState values
     assert files.state("a.png") == V

@@ -106,9 +106,9 @@ def test_store_prediction_keeps_human_pixels_and_verified_images(tmp_path):
         cls = project.classes.add("thing")
         for rel in ("a.png", "v.png"):
             doc = project.load_document(rel)
-            doc.paint(Region(0, 0, np.ones((4, 4), bool)), cls.id)  # painting verifies an image ...
-            if rel == "a.png":
-                doc.state = ImageState.PREDICTED  # ... a.png is only partly corrected
+            doc.paint(Region(0, 0, np.ones((4, 4), bool)), cls.id)  # painting: in progress ...
+            if rel == "v.png":
+                doc.state = ImageState.VERIFIED  # ... v.png was then marked verified
             project.save_document(rel, doc)
         ids, confidence = np.zeros((48, 64), np.uint16), np.full((48, 64), 0.5, np.float32)
         ids[10:20, 10:20] = cls.id
@@ -116,7 +116,7 @@ def test_store_prediction_keeps_human_pixels_and_verified_images(tmp_path):
         assert not store_prediction(project, "v.png", ids, confidence)
         a, v = project.load_document("a.png"), project.load_document("v.png")
         assert (a.labels[:4, :4] == cls.id).all() and (a.provenance[:4, :4] == Provenance.HUMAN).all()
-        assert (a.labels[10:20, 10:20] == cls.id).all() and a.state == ImageState.PREDICTED
+        assert (a.labels[10:20, 10:20] == cls.id).all() and a.state == ImageState.IN_PROGRESS
         assert v.state == ImageState.VERIFIED and v.prediction is None
 
 

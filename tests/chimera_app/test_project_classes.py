@@ -4,7 +4,7 @@ import pytest
 
 from chimera_app.project.classes import ClassList
 from engine.errors import ClassNameError
-from engine.formats.palette import class_color
+from chimera_app.project.classes import default_color as class_color
 
 
 def test_add_parses_phrases_and_gives_stable_ids_and_colours():

@@ -63,7 +63,7 @@ def test_paint_marks_human_verifies_and_returns_a_tight_patch():
     patch = doc.paint(Region(20, 20, mask), 3)
     assert patch.bbox == (23, 22, 25, 27)  # only the changed pixels' box is stored
     assert (doc.labels[23:25, 22:27] == 3).all() and (doc.provenance[23:25, 22:27] == HUMAN).all()
-    assert doc.state == ImageState.VERIFIED and patch.state_before == ImageState.PREDICTED
+    assert doc.state == ImageState.IN_PROGRESS and patch.state_before == ImageState.PREDICTED
     assert doc.paint(Region(20, 20, mask), 3) is None  # nothing changes the second time
     assert not patch.labels_before.flags.writeable  # history cannot be edited afterwards
 
@@ -84,7 +84,7 @@ def test_erase_is_an_explicit_unlabeled_that_predictions_keep():
     human = before[1] == HUMAN
     np.testing.assert_array_equal(doc.labels[human], before[0][human])  # HUMAN pixels untouched
     assert (doc.labels[~human] == 7).all() and (doc.provenance[~human] == MODEL).all()
-    assert doc.state == ImageState.VERIFIED  # a new prediction does not un-verify
+    assert doc.state == ImageState.IN_PROGRESS  # a new prediction does not undo a person's work
 
 
 def test_paint_protects_other_classes_but_never_unlabeled():
@@ -101,7 +101,7 @@ def test_accept_prediction_by_class_region_and_whole_image():
     doc = predicted_doc()
     patch = doc.accept_prediction(class_id=2)
     assert ((doc.provenance == HUMAN) == ((doc.labels == 2) & (np.arange(H)[:, None] < 40))).all()
-    assert doc.state == ImageState.PREDICTED and patch.bbox == (0, 32, 40, 64)
+    assert doc.state == ImageState.IN_PROGRESS and patch.bbox == (0, 32, 40, 64)  # accepted a part
     doc.accept_prediction(region=box(0, 0, 10, 10))
     assert (doc.provenance[:10, :10] == HUMAN).all() and (doc.provenance[10:40, :32] == MODEL).all()
     assert doc.accept_prediction(region=box(0, 0, 10, 10)) is None
@@ -213,3 +213,20 @@ def test_a_single_patch_larger_than_the_cap_is_still_undoable():
     stack = UndoStack(cap_bytes=10)
     stack.push(doc.paint(box(0, 0, H, W), 1))
     assert stack.undo(doc) is not None and not doc.labels.any()
+
+
+def test_a_stroke_that_changes_no_pixel_changes_no_state():
+    doc = predicted_doc()  # columns < 32 are class 1
+    assert doc.paint(box(0, 0, 8, 8), 3, protect=[1]) is None
+    assert doc.state == ImageState.PREDICTED
+
+
+def test_only_an_explicit_decision_verifies_and_a_verified_image_stays_verified():
+    doc = predicted_doc()
+    doc.paint(box(0, 0, 4, 4), 2)
+    doc.accept_prediction(class_id=1)
+    assert doc.state == ImageState.IN_PROGRESS
+    doc.accept_prediction()
+    assert doc.state == ImageState.VERIFIED
+    doc.paint(box(10, 10, 14, 14), 3)
+    assert doc.state == ImageState.VERIFIED

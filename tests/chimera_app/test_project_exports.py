@@ -46,8 +46,7 @@ def fill(project, rel, maps: dict[int, np.ndarray], verify=True):
     doc = project.load_document(rel)
     for class_id, mask in maps.items():
         doc.paint(Region.full(mask), class_id)
-    if not verify:
-        doc.state = ImageState.PREDICTED
+    doc.state = ImageState.VERIFIED if verify else ImageState.PREDICTED  # painting alone: in progress
     project.save_document(rel, doc)
     return doc.labels.copy()
 

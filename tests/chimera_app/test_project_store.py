@@ -88,7 +88,7 @@ def test_save_and_load_round_trip_8bit(root):
         np.testing.assert_array_equal(again.provenance, prov)
         assert again.labels.dtype == np.uint16 and again.provenance.dtype == np.uint8
         assert np.abs(again.confidence - conf).max() <= 0.5 / 255 + 1e-6 and again.prediction is None
-        assert again.state == project.state("a.png") == ImageState.VERIFIED
+        assert again.state == project.state("a.png") == ImageState.IN_PROGRESS  # the new state round-trips
         assert project.uncertainty("a.png") == pytest.approx(1 - conf.mean(), abs=1e-6)
         assert project.classes.by_id(2).color == (10, 20, 30)
     png = Image.open(root / ".chimera" / "labels" / "a.png.png")
@@ -126,7 +126,7 @@ def test_recorded_edits_survive_a_close_without_save(root):
         doc = project.load_document("a.png")
         for i in range(5):
             project.record("a.png", doc, doc.paint(box(i * 5, i * 5, i * 5 + 8, i * 5 + 8), 1))
-        assert project.state("a.png") == ImageState.VERIFIED
+        assert project.state("a.png") == ImageState.IN_PROGRESS
         expected = doc.labels.copy(), doc.provenance.copy()
     assert (root / ".chimera" / "journal.log").stat().st_size > 0
     with Project.open(root) as project:
@@ -134,7 +134,7 @@ def test_recorded_edits_survive_a_close_without_save(root):
         again = project.load_document("a.png")
         np.testing.assert_array_equal(again.labels, expected[0])
         np.testing.assert_array_equal(again.provenance, expected[1])
-        assert again.state == ImageState.VERIFIED
+        assert again.state == ImageState.IN_PROGRESS
     assert (root / ".chimera" / "journal.log").stat().st_size == 0  # recovered = written to the PNGs
 
 
@@ -297,7 +297,7 @@ def test_a_save_of_an_older_copy_keeps_the_edits_recorded_after_it(root):
         snapshot, mark = copy_of(doc), project.journal_mark("a.png")
         project.record("a.png", doc, doc.paint(box(10, 10, 14, 14), 2))  # after the copy
         project.save_document("a.png", snapshot, journal_mark=mark)
-        assert project.state("a.png") == ImageState.VERIFIED
+        assert project.state("a.png") == ImageState.IN_PROGRESS
         expected = doc.labels.copy()
     with Project.open(root) as project:
         assert project.recovered == ["a.png"]

@@ -48,7 +48,7 @@ def test_paint_needs_a_class_and_erase_does_not(session):
     session.active_class = road
     patch = session.paint(box(0, 0, 4, 4))
     assert patch is not None and (session.doc.labels[:4, :4] == road).all()
-    assert session.doc.state == ImageState.VERIFIED  # a person decided pixels
+    assert session.doc.state == ImageState.IN_PROGRESS  # a person decided pixels; verifying is a decision
     session.paint(box(0, 0, 2, 2), erase=True)
     assert (session.doc.labels[:2, :2] == 0).all() and (session.doc.labels[2:4, 2:4] == road).all()
 
@@ -95,11 +95,11 @@ def test_accept_and_verified_are_undoable_patches(session):
     assert session.doc.state == ImageState.PREDICTED
     session.accept(class_id=road)
     assert (session.doc.provenance[:, : W // 2] == Provenance.HUMAN).all()
-    assert session.doc.state == ImageState.PREDICTED  # one class accepted: not the whole image
+    assert session.doc.state == ImageState.IN_PROGRESS  # one class accepted: not the whole image
     session.mark_verified()
     assert session.doc.state == ImageState.VERIFIED and session.mark_verified() is None
     session.undo()
-    assert session.doc.state == ImageState.PREDICTED
+    assert session.doc.state == ImageState.IN_PROGRESS
     session.undo()
     assert (session.doc.provenance[:, : W // 2] == Provenance.MODEL).all()
     session.redo()
@@ -146,7 +146,7 @@ def test_opening_another_image_saves_the_current_one(session, project):
     session.paint(box(0, 0, 4, 4))
     assert session.open_image("img1.png") is session.doc and session.rel == "img1.png"
     session.saver.flush()
-    assert project.state("img0.png") == ImageState.VERIFIED
+    assert project.state("img0.png") == ImageState.IN_PROGRESS
     assert (project.load_document("img0.png").labels[:4, :4] == road).all()
 
 
@@ -182,7 +182,7 @@ def test_an_edit_the_journal_refuses_is_taken_back(session, project, monkeypatch
         raise EditNotSavedError("the edit could not be saved (no space left on device)")
 
     monkeypatch.setattr(project, "record", full_disk)
-    for refused in (lambda: session.paint(box(10, 10, 20, 20)), session.undo, lambda: session.mark_verified(False)):
+    for refused in (lambda: session.paint(box(10, 10, 20, 20)), session.undo, lambda: session.mark_verified(True)):
         with pytest.raises(EditNotSavedError):
             refused()
         np.testing.assert_array_equal(session.doc.labels, kept[0])  # as before the refused edit
@@ -194,3 +194,19 @@ def test_an_edit_the_journal_refuses_is_taken_back(session, project, monkeypatch
     with pytest.raises(EditNotSavedError):
         session.redo()
     assert not session.doc.labels.any() and session.undo_stack.can_redo
+
+
+def test_verified_is_an_explicit_decision_and_unverify_goes_back_to_in_progress(session):
+    road, car = session.project.classes.ids()
+    session.set_prediction(*prediction(road))  # left half road (model), right half unlabeled
+    session.active_class, session.protect_others = car, True
+    assert session.paint(box(0, 0, 8, 8)) is None  # all road, protected: no pixel, no state change
+    assert session.doc.state == ImageState.PREDICTED
+    session.paint(box(0, W - 8, 8, W))
+    assert session.doc.state == ImageState.IN_PROGRESS  # edited: in progress, never verified by a stroke
+    session.mark_verified(True)
+    assert session.doc.state == ImageState.VERIFIED
+    session.paint(box(20, W - 8, 28, W))
+    assert session.doc.state == ImageState.VERIFIED  # editing a verified image keeps the decision
+    session.mark_verified(False)
+    assert session.doc.state == ImageState.IN_PROGRESS  # a person decided pixels: in progress, not predicted

@@ -1,0 +1,81 @@
+"""The window's status bar: what is under the cursor, the class being typed, the image's state,
+pre-label progress with an estimate of the time left, zoom, mask opacity and the model in use.
+
+Every piece is a permanent widget (transient messages keep the left side); the window only calls
+the setters. The model label always names the model that predicts *now*: a model that failed to
+load does not blank it.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QProgressBar, QSlider, QStatusBar
+
+__all__ = ["StatusPanel", "eta_text"]
+
+
+def eta_text(seconds: float) -> str:
+    """'about 3 min left', '40 s left'; '' when not known yet (negative)."""
+    if seconds < 0:
+        return ""
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s left"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min left"
+    return f"about {seconds / 3600:.1f} h left"
+
+
+class StatusPanel:
+    """Owns the permanent widgets of ``bar``."""
+
+    def __init__(self, bar: QStatusBar) -> None:
+        self.bar = bar
+        self.cursor_label = QLabel("")  # class, confidence and who decided the pixel under the pointer
+        self.cursor_label.setToolTip("Under the cursor: class, the model's confidence, who decided it, pixel")
+        self.draft_swatch = QLabel("")  # the colour a class being typed will get
+        self.draft_swatch.setVisible(False)
+        self.state_label = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.progress.setVisible(False)
+        self.zoom_label = QLabel("")
+        self.opacity = QSlider(Qt.Horizontal, minimum=0, maximum=100, value=50, maximumWidth=120)
+        self.opacity.setToolTip("Opacity of the class masks over the image")
+        self.model_label = QLabel("no model")
+        self.model_label.setToolTip("The model that predicts now, and on which device")
+        for widget in (self.cursor_label, self.draft_swatch, self.state_label, self.progress, self.zoom_label,
+                       QLabel("opacity"), self.opacity, self.model_label):
+            bar.addPermanentWidget(widget)
+
+    # -- cursor and draft -----------------------------------------------------------------------
+    def set_cursor(self, x: float, y: float, what: str) -> None:
+        pixel = f"x {int(x)}  y {int(y)}"
+        self.cursor_label.setText(f"{what}   {pixel}" if what else pixel)
+
+    def set_draft(self, name: str, color: tuple[int, int, int] | None) -> None:
+        """Show the swatch of the class being typed ("" / None hides it)."""
+        if not name or color is None:
+            self.draft_swatch.setVisible(False)
+            return
+        r, g, b = color
+        self.draft_swatch.setText(f"<span style='background-color: rgb({r},{g},{b});'>"
+                                  f"&nbsp;&nbsp;&nbsp;&nbsp;</span> new: {name}")
+        self.draft_swatch.setToolTip(f"'{name}' will be painted in this colour once added (Enter)")
+        self.draft_swatch.setVisible(True)
+
+    # -- progress -------------------------------------------------------------------------------
+    def set_progress(self, done: int, total: int, seconds_left: float) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(min(done, total))
+        eta = eta_text(seconds_left)
+        self.progress.setFormat(f"Pre-label {done} / {total}" + (f" · {eta}" if eta else ""))
+        self.progress.setVisible(True)
+
+    def hide_progress(self) -> None:
+        self.progress.setVisible(False)
+
+    # -- model ----------------------------------------------------------------------------------
+    def set_model(self, text: str, tooltip: str = "") -> None:
+        self.model_label.setText(text)
+        self.model_label.setToolTip(tooltip or "The model that predicts now, and on which device")
