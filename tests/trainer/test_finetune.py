@@ -291,3 +291,31 @@ def test_version_index_switches_rolls_back_and_never_reuses_a_name(tmp_path):
     assert [v["name"] for v in read_index(tmp_path)["versions"]] == ["v1", "v2"]
     assert add_version(tmp_path, write)["name"] == "v4"
     assert (tmp_path / "v3.safetensors").read_bytes() == b"orphan of a killed run"
+
+
+def test_two_gloo_processes_fine_tune_like_one(tmp_path):
+    import dataclasses
+    import shutil
+
+    from engine.chimera.model import ChimeraConfig, preset
+    from engine.models import chimera_model
+
+    torch.manual_seed(5)  # no dropout: its masks are drawn per process
+    body = dataclasses.replace(preset("tiny"), dropout=0.0)
+    model = chimera_model(ChimeraConfig(body=body, clip="chimera-tiny/random"))
+    model.inference = InferenceConfig(short_side=64, window=64, stride=48)
+    base = str(save_model(model, tmp_path / "base.safetensors"))
+    one, two = tmp_path / "one", tmp_path / "two"
+    make_project(one, 4, 4, model=base)
+    shutil.copytree(one, two)
+    finetune(_options(one, iterations=3, alpha=1.0))
+    args = ["finetune", "--project", str(two), "--iterations", "3", "--batch-size", "2", "--device", "cpu",
+            "--holdout", "0.34", "--alpha", "1.0", "--progress", "none"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29547", "-m", "trainer.cli", *args], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_model(one / ".chimera" / "models" / "v1.safetensors").encoder.state_dict()
+    b = load_model(two / ".chimera" / "models" / "v1.safetensors").encoder.state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=key)  # reduction order
