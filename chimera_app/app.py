@@ -1,5 +1,6 @@
 """``chimera-app``: the annotation window.
 
+    chimera-app                   # a welcome page: open a folder, the demo, or a recent project
     chimera-app [IMAGES_DIR] [--model M] [--classes "a,b;c"] [--project-dir DIR]
     chimera-app --demo            # a shapes-world folder, opened with the bundled shapes-chimera model
     chimera-app --demo --screenshot out/demo.png   # render the window after the first pre-label, exit
@@ -35,7 +36,11 @@ def demo_model() -> str:
     return "shapes-chimera"
 
 
-def demo_classes() -> list[str]:
+def demo_classes(folder: Path | None = None) -> list[str]:
+    """The demo's classes; none for a demo ``folder`` that already has a project (its classes
+    may have been renamed, reordered or deleted since: never add them back)."""
+    if folder is not None and (folder / ".chimera" / "project.json").exists():
+        return []
     return [line.strip() for line in (DEMO_IMAGES / "classes.txt").read_text().splitlines() if line.strip()]
 
 
@@ -60,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("images", nargs="?", type=Path, help="folder of images (searched recursively)")
-    p.add_argument("--model", help="shapes-chimera, shapes-clip, clip:<arch>/<tag|file>, or a checkpoint "
-                                   "(default: the project's last model, else shapes-chimera)")
+    p.add_argument("--model", help="shapes-chimera, shapes-clip, clip:<arch>/<tag|file>[+naclip|sclip|clearclip|"
+                                   "maskclip], or a checkpoint (default: the project's last model, else "
+                                   "clip:ViT-B-16/openai when its weights are cached)")
     p.add_argument("--classes", help='classes to add, comma-separated; phrases of one class with ";"')
     p.add_argument("--project-dir", type=Path, help="keep the project here instead of IMAGES_DIR/.chimera "
                                                     "(for read-only image folders)")
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         images = create_demo_folder(images or default_demo_dir())
         model = model or demo_model()
-        classes = classes or demo_classes()
+        classes = classes or demo_classes(images)
     if images is not None and not images.is_dir():
         print(f"chimera-app: {images} is not a folder", file=sys.stderr)
         return EXIT_USAGE

@@ -20,12 +20,13 @@ __all__ = ["DISTINCT_COLORS", "MAX_CLASS_ID", "ClassList", "LabelClass", "defaul
 
 MAX_CLASS_ID = 0xFFFF  # label maps are uint16; 0 means unlabeled
 
-# The first classes' colours: saturated hues far apart, in an order where neighbours differ most
-# (red, blue, green, yellow, ...). No grey or near-black: those read as "unlabeled" on a mask.
+# The first classes' colours: hues far apart, each added in turn as the one farthest (in summed
+# RGB distance) from all before it, so any first N are as distinct as they can be (pairwise >= 127).
+# No grey or near-black: those read as "unlabeled" on a mask.
 DISTINCT_COLORS: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75), (0, 130, 200), (60, 180, 75), (255, 225, 25), (145, 30, 180), (245, 130, 48),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40), (250, 190, 212),
-    (0, 0, 128), (170, 255, 195), (128, 0, 0), (220, 190, 255),
+    (230, 25, 75), (70, 240, 240), (0, 80, 40), (255, 225, 25), (250, 190, 212), (100, 60, 255),
+    (128, 128, 0), (0, 130, 200), (60, 180, 75), (0, 0, 128), (240, 50, 230), (170, 255, 195),
+    (145, 30, 180), (128, 0, 0), (245, 130, 48), (255, 120, 160),
 )
 
 

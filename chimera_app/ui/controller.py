@@ -61,6 +61,7 @@ class AnnotationController(QObject):
             (client.segmented, self._on_segmented),
             (client.prelabel_progress, self._on_prelabel_progress),
             (client.prelabel_result, self._on_prelabel_result),
+            (client.prelabel_failed, self.file_list.set_failed),  # marked in the list, the run goes on
             (client.prelabel_finished, self._on_prelabel_finished),
             (canvas.stroke_finished, self._on_stroke),
             (canvas.fill_requested, self._on_fill),

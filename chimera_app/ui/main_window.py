@@ -159,7 +159,8 @@ class MainWindow(QMainWindow):
     def open_demo(self) -> bool:
         from chimera_app.app import create_demo_folder, default_demo_dir, demo_classes, demo_model
 
-        return self.open_project(create_demo_folder(default_demo_dir()), model=demo_model(), classes=demo_classes())
+        folder = create_demo_folder(default_demo_dir())
+        return self.open_project(folder, model=demo_model(), classes=demo_classes(folder))
 
     def open_project(self, images: Path, project_dir: Path | None = None, model: str | None = None,
                      classes: list[str] = ()) -> bool:

@@ -26,6 +26,7 @@ class ScriptedClient(QObject):
     segmented = Signal(object)
     prelabel_progress = Signal(int, int)
     prelabel_result = Signal(object)
+    prelabel_failed = Signal(str, str)
     prelabel_finished = Signal(object)
 
     def __init__(self):

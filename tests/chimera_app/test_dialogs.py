@@ -234,3 +234,35 @@ def test_default_cache_probes_need_no_network(qtbot):
     assert str(hf_cache_dir()) in dialog.cache_label.text()
     assert dialog.status_label.text().startswith(("cached", "clip:ViT-B-16/openai is not in the cache"))
     assert not dialog.download_button.isVisibleTo(dialog)  # no client: no downloading
+
+
+def test_the_png_target_follows_a_chosen_coco_folder_and_may_not_exist_yet(qtbot, tmp_path):
+    exporter = FakeExporter()
+    new_folder = tmp_path / "exports" / "masks-v1"  # neither folder exists yet
+    dialog = make_export(qtbot, tmp_path, exporter, choose_dir=lambda parent, title, start: str(new_folder))
+    (tmp_path / "exports").mkdir()
+    dialog.set_target(tmp_path / "exports" / "train.json")
+    dialog.set_kind(PNG_MASKS)
+    assert dialog.target() == tmp_path / "exports" / "photos_masks"  # same folder, not back beside the images
+    dialog.browse()
+    assert dialog.target() == new_folder and dialog.run_export() is not None
+    assert exporter.calls[-1][:2] == ("png", new_folder)
+    dialog.set_kind(COCO)
+    assert dialog.target() == tmp_path / "exports" / "train.json"  # a typed target is kept
+
+
+def test_the_folder_chooser_accepts_a_name_that_does_not_exist(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from chimera_app.ui import export_dialog
+
+    seen = {}
+
+    def fake_exec(self):
+        seen["mode"], seen["accept"] = self.fileMode(), self.acceptMode()
+        self.selectFile(str(tmp_path / "not-yet"))
+        return 1
+
+    monkeypatch.setattr(QFileDialog, "exec", fake_exec)
+    assert export_dialog._choose_dir(None, "Folder", str(tmp_path)) == str(tmp_path / "not-yet")
+    assert seen == {"mode": QFileDialog.FileMode.AnyFile, "accept": QFileDialog.AcceptMode.AcceptSave}
