@@ -3,12 +3,13 @@
 The app keeps a project open (and OS-locked) while ``chimera-train finetune`` runs in a subprocess,
 so this module never takes the project's lock and never writes a byte into it: it reads the plain
 files the store documents (``chimera_app/project/store.py``: ``project.json``, ``labels/``,
-``provenance/`` and the edit ``journal.log``) and replays the journal over the saved maps, as the
-store does when it opens a project. The trainer does not import the app (``chimera_app → engine ←
+``provenance/``, ``commit.json`` of a save in flight and the edit ``journal.log``) and replays the
+journal over the saved maps, as the store does when it opens a project. The trainer does not import the app (``chimera_app → engine ←
 trainer``); the file format is the contract, and the tests write projects with the app's own store.
 
 What a fine-tune learns from (PAPER.md §1's "ignore" applied to a project):
-- only images whose state is ``human-verified`` (the newest journal record's state wins);
+- only images whose state is ``human-verified`` (newest first: the journal, a committed save's
+  entry, project.json);
 - inside them only pixels a **person** decided (provenance 2: painted, or a prediction the person
   accepted — accepting turns model pixels into person pixels) that carry one of the project's
   classes; pixels nobody decided (0), model pixels nobody accepted (1), pixels a person erased to
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -39,6 +41,7 @@ PROJECT_FORMAT, PROJECT_VERSION = "chimera-project", 1
 
 _FRAME = struct.Struct("<4sII")  # journal record: magic, payload length, CRC-32 of the payload
 _MAGIC = b"CJR1"
+COMMIT_RETRIES, COMMIT_WAIT_S = 50, 0.1  # how long to wait for an app's save in flight
 
 
 class ProjectDataError(ChimeraError):
@@ -119,6 +122,23 @@ class ProjectSnapshot:
         return VerifiedImage(rel, image, target, decided, person)
 
     def _saved_maps(self, rel: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The saved label and provenance maps of one moment: while the app is renaming a save of
+        ``rel`` into place (``commit.json`` lists a rename of its maps whose staged file is still
+        there) the two files may be from different saves, so wait for it (milliseconds) and read again."""
+        for _ in range(COMMIT_RETRIES):
+            maps = self._read_maps(rel, height, width)
+            if not self._renaming(rel):
+                return maps
+            time.sleep(COMMIT_WAIT_S)
+        raise ProjectDataError(f"'{rel}' is being saved by another program and its save did not finish; "
+                               "run the fine-tune again")
+
+    def _renaming(self, rel: str) -> bool:
+        ours = {str(self.data_dir / kind / f"{rel}.png") for kind in ("labels", "provenance")}
+        renames = read_commit(self.data_dir).get("renames", [])
+        return any(str(target) in ours and Path(source).exists() for source, target in renames)
+
+    def _read_maps(self, rel: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         labels_path = self.data_dir / "labels" / f"{rel}.png"
         if not labels_path.exists():  # verified but never saved: every edit is still in the journal
             return np.zeros((height, width), np.uint16), np.zeros((height, width), np.uint8)
@@ -161,6 +181,9 @@ def read_snapshot(root: str | Path, project_dir: str | Path | None = None) -> Pr
     classes = _classes(meta, path)
     states = {str(rel): str(entry.get("state", "unlabeled"))
               for rel, entry in dict(meta.get("images") or {}).items() if isinstance(entry, dict)}
+    for rel, entry in read_commit(data_dir).get("entries", {}).items():  # saved, not yet in project.json
+        if isinstance(entry, dict):
+            states[str(rel)] = str(entry.get("state", "unlabeled"))
     for rel, records in read_journal(data_dir).items():  # edits not yet saved: their state is newer
         states[rel] = str(records[-1][0]["state"])
     verified = sorted(rel for rel, state in states.items() if state == VERIFIED and _inside(rel))
@@ -186,6 +209,23 @@ def _classes(meta: dict, path: Path) -> list[ProjectClass]:
 def _inside(rel: str) -> bool:
     parts = Path(rel).parts
     return bool(rel) and not Path(rel).is_absolute() and ".." not in parts and "\\" not in rel
+
+
+def read_commit(data_dir: Path) -> dict:
+    """The store's ``commit.json`` (a save past its commit point whose renames or project.json entry
+    may not be done yet) as ``{"entries": {rel: entry}, "renames": [[staged, target], ...]}``; empty
+    when there is none or it cannot be read (the app reports a damaged one itself)."""
+    try:
+        commit = json.loads((data_dir / "commit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(commit, dict):
+        return {}
+    entries = commit.get("entries")
+    if not isinstance(entries, dict):  # the earlier one-image form: {"image", "entry", "renames"}
+        entries = {commit["image"]: commit.get("entry")} if isinstance(commit.get("image"), str) else {}
+    renames = [pair for pair in commit.get("renames") or [] if isinstance(pair, list) and len(pair) == 2]
+    return {"entries": entries, "renames": renames}
 
 
 def read_journal(data_dir: Path) -> dict[str, list[tuple[dict, np.ndarray, np.ndarray]]]:

@@ -319,3 +319,27 @@ def test_two_gloo_processes_fine_tune_like_one(tmp_path):
     b = load_model(two / ".chimera" / "models" / "v1.safetensors").encoder.state_dict()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=key)  # reduction order
+
+
+def test_a_save_in_flight_is_waited_for_and_its_state_counts(tmp_path, monkeypatch):
+    import trainer.project_data as project_data
+    from trainer.project_data import ProjectDataError
+
+    root = tmp_path / "proj"
+    make_project(root, 3, 2)
+    data_dir = root / ".chimera"
+    staged = data_dir / "staging" / ".labels.x.tmp"
+    staged.parent.mkdir(exist_ok=True)
+    staged.write_bytes(b"staged")
+    commit = {"entries": {"img02.png": {"state": "human-verified", "uncertainty": None}},
+              "renames": [[str(staged), str(data_dir / "labels" / "img00.png.png")]], "deletes": []}
+    (data_dir / "commit.json").write_text(json.dumps(commit))
+    snapshot = read_snapshot(root)
+    assert snapshot.verified == ["img00.png", "img01.png", "img02.png"]  # img02 only in commit.json
+    monkeypatch.setattr(project_data, "COMMIT_RETRIES", 2)
+    monkeypatch.setattr(project_data, "COMMIT_WAIT_S", 0.01)
+    with pytest.raises(ProjectDataError, match="being saved"):
+        snapshot.load("img00.png")  # its labels are being renamed into place
+    assert snapshot.load("img01.png").decided.all()
+    staged.unlink()  # the rename happened
+    assert snapshot.load("img00.png").decided.all()
