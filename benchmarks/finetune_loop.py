@@ -219,13 +219,15 @@ def _targets(rows: list[dict]) -> dict:
     at20 = next((r for r in rows if r["corrected_images"] == 20), None)
     out = {}
     if at20:
-        out["pixels_to_correct_halved_after_20"] = at20["pixels_to_correct_per_image"] <= 0.5 * base["pixels_to_correct_per_image"]
+        halved = 0.5 * base["pixels_to_correct_per_image"]
+        out["pixels_to_correct_halved_after_20"] = at20["pixels_to_correct_per_image"] <= halved
         out["finetune_20_images_within_5_min"] = at20["finetune_seconds"] <= 300
     worst = min(r["miou_held_out_classes"] for r in rows[1:]) if len(rows) > 1 else None
     worst_zs = min(r["zero_shot_protocol"]["miou_held_out_classes"] for r in rows[1:]) if len(rows) > 1 else None
     if worst is not None:
         out["held_out_within_2_points"] = worst >= base["miou_held_out_classes"] - 2
-        out["held_out_within_2_points_zero_shot_protocol"] = worst_zs >= base["zero_shot_protocol"]["miou_held_out_classes"] - 2
+        base_zs = base["zero_shot_protocol"]["miou_held_out_classes"]
+        out["held_out_within_2_points_zero_shot_protocol"] = worst_zs >= base_zs - 2
     return out
 
 

@@ -97,16 +97,17 @@ def split_images(rels: list[str], share: float, seed: int) -> tuple[list[str], l
 
 def build_config(opts: FinetuneOptions, base: BaseModel, device: torch.device, train_images: int) -> TrainConfig:
     """Fine-tuning settings: the base's own crop and resize recipe where it records one, else its
-    inference scale; a lower learning rate than its training (half), warm-up and poly decay over a
-    short schedule; bf16 autocast on GPUs; BatchNorm statistics kept from a trained base."""
+    inference scale; half its training learning rate (an earlier fine-tune's rate as it was);
+    warm-up and poly decay over a short schedule; bf16 autocast on GPUs; BatchNorm statistics kept
+    from a trained base."""
     recorded, inference = base.training, base.model.inference
     crop = opts.crop_size or int(recorded.get("crop_size") or inference.window)
     scale = recorded.get("resize_scale") or [4 * inference.short_side, inference.short_side]
     if opts.crop_size and not recorded.get("resize_scale"):
         scale = [4 * crop, crop]
     trained = base.weights is not None
-    if trained:
-        lr = 0.5 * float(recorded.get("lr", 6e-5))
+    if trained:  # half the base's training rate (an earlier fine-tune's rate as it was)
+        lr = float(recorded.get("lr", 6e-5)) * (1.0 if recorded.get("fine_tuned") else 0.5)
         head = float(recorded.get("head_lr_mult", 10.0))
     else:  # a new body: ImageNet-initialised learns at the paper's rate, one from scratch faster
         pretrained = base.model.encoder.cfg.body.pretrained_backbone

@@ -63,12 +63,14 @@ def choose_preset(clip_arch: str, device_type: str) -> str:
 
 def _recorded_training(model: SegmentationModel) -> dict[str, Any]:
     """The training config a checkpoint records: bundled models under ``training``, chimera-train
-    runs under ``config``, earlier fine-tunes under ``finetune.config``."""
+    runs under ``config``, earlier fine-tunes under ``finetune.config`` (marked ``fine_tuned``: their
+    learning rate is already a fine-tuning one)."""
     info = model.info or {}
-    for candidate in (info.get("training"), info.get("config"), (info.get("finetune") or {}).get("config")):
+    for candidate in (info.get("training"), info.get("config")):
         if isinstance(candidate, dict):
             return candidate
-    return {}
+    earlier = (info.get("finetune") or {}).get("config")
+    return {**earlier, "fine_tuned": True} if isinstance(earlier, dict) else {}
 
 
 def resolve_base(name: str, device_type: str, body: str | None = None) -> BaseModel:

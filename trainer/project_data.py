@@ -4,8 +4,9 @@ The app keeps a project open (and OS-locked) while ``chimera-train finetune`` ru
 so this module never takes the project's lock and never writes a byte into it: it reads the plain
 files the store documents (``chimera_app/project/store.py``: ``project.json``, ``labels/``,
 ``provenance/``, ``commit.json`` of a save in flight and the edit ``journal.log``) and replays the
-journal over the saved maps, as the store does when it opens a project. The trainer does not import the app (``chimera_app → engine ←
-trainer``); the file format is the contract, and the tests write projects with the app's own store.
+journal over the saved maps, as the store does when it opens a project. The trainer does not
+import the app (``chimera_app → engine ← trainer``); the file format is the contract, and the tests
+write projects with the app's own store.
 
 What a fine-tune learns from (PAPER.md §1's "ignore" applied to a project):
 - only images whose state is ``human-verified`` (newest first: the journal, a committed save's
