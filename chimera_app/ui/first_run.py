@@ -64,7 +64,8 @@ class FirstRunGuide(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(text)
         layout.addWidget(buttons)
-        self.resize(480, 380)
+        self.setMinimumWidth(480)
+        self.adjustSize()
 
     def accept(self) -> None:
         mark_guide_dismissed()

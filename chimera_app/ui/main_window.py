@@ -335,6 +335,7 @@ class MainWindow(QMainWindow):
     def _back_to_canvas(self) -> None:
         """After a dialog: keys (digits, Space) go to the canvas again, not to a text field."""
         if self.project is not None:
+            self.activateWindow()  # the window system may not hand the keyboard back by itself
             self.canvas.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def choose_model(self) -> None:

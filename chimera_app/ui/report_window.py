@@ -103,15 +103,15 @@ class ReportWindow(QDialog):
         summary.setWordWrap(True)
         self.chart = ClassChart(report, self)
         self.table = QTableWidget(len(report.classes), 6, self)
-        self.table.setHorizontalHeaderLabels(["Class", "Pixels", "By a person", "Images", "Mean confidence", "Id"])
+        self.table.setHorizontalHeaderLabels(["Class", "Id", "Pixels", "By a person", "Images", "Mean confidence"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for row, c in enumerate(report.classes):
             conf = "–" if c.mean_confidence is None else f"{c.mean_confidence:.0%}"
             human = f"{c.human_pixels / c.pixels:.0%}" if c.pixels else "–"
-            for col, text in enumerate((c.name, f"{c.pixels:,}", human, str(c.images), conf, str(c.id))):
+            for col, text in enumerate((c.name, str(c.id), f"{c.pixels:,}", human, str(c.images), conf)):
                 item = QTableWidgetItem(text)
                 if col:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
