@@ -251,3 +251,19 @@ def test_the_first_run_guide_shows_once_until_dismissed(qtbot, tmp_path, message
     qtbot.mouseClick(guide.ok_button, Qt.MouseButton.LeftButton)
     assert (app_config_dir / "guide-dismissed").exists() and not guide.isVisible()
     window.close()
+
+
+def test_space_drag_works_without_clicking_the_canvas_first(window, qtbot):
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QEnterEvent
+    from PySide6.QtWidgets import QApplication
+
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=WAIT)
+    window.file_list.list.setFocus()
+    point = QPointF(50, 50)
+    QApplication.sendEvent(window.canvas, QEnterEvent(point, point, point))
+    assert window.canvas.hasFocus()  # the pointer over the image is enough: Space now pans
+    window.class_panel.entry.setFocus()
+    QApplication.sendEvent(window.canvas, QEnterEvent(point, point, point))
+    assert window.class_panel.entry.hasFocus()  # never taken from a class being typed
