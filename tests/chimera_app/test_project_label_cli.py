@@ -41,6 +41,7 @@ def test_prelabel_into_a_project_keeps_human_work(root, tiny_checkpoint, tmp_pat
         project.classes.add("red disc")
         doc = project.load_document("verified.png")
         doc.paint(Region(0, 0, np.ones((10, 10), bool)), 1)
+        doc.state = ImageState.VERIFIED  # painting alone leaves it in progress: verifying is a decision
         project.save_document("verified.png", doc)
         verified = doc.labels.copy(), doc.provenance.copy()
         doc = project.load_document("a.png")  # partly painted, not verified: its human pixels stay
