@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 
 from engine import class_names, vit_ops
+from engine.prompt_prefix import PrefixCache
 
 DEFAULT_TEMPLATES = "zegclip15"
 
@@ -62,6 +63,8 @@ class TextEncoder:
         self.compute_dtype = compute_dtype  # None: the weights' dtype (see engine.vit_ops on storage)
         self.templates = load_templates(templates)
         self.tokenizer = tokenizer or open_clip.get_tokenizer("ViT-B-16")
+        self.prefixes = PrefixCache(clip_model, self.tokenizer, self.templates, compute_dtype) \
+            if is_standard_text_tower(clip_model) else None
         self.cache_size = cache_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.phrases_encoded = 0  # counts real encodes, so tests can prove the cache works
@@ -88,14 +91,24 @@ class TextEncoder:
     def _encode_phrases(self, phrases: list[str]) -> torch.Tensor:
         """``P`` phrases → ``P x C`` unit embeddings, each the normalised mean over templates."""
         t = len(self.templates)
-        prompts = [tpl.format(p) for p in phrases for tpl in self.templates]
-        context = getattr(self.model, "context_length", None)  # prompts longer than it are truncated
-        tokens = self.tokenizer(prompts, context_length=context) if context else self.tokenizer(prompts)
-        embedding = getattr(self.model, "token_embedding", None)  # the text tower's device, not visual's
-        tokens = tokens.to(embedding.weight.device if embedding is not None else next(self.model.parameters()).device)
-        emb = F.normalize(encode_text_trimmed(self.model, tokens, self.compute_dtype).float(), dim=-1)
+        if self.prefixes is not None:  # each template's shared words run once (engine.prompt_prefix)
+            emb = self.prefixes.encode(phrases)
+        else:
+            prompts = [tpl.format(p) for p in phrases for tpl in self.templates]
+            context = getattr(self.model, "context_length", None)  # prompts longer than it are truncated
+            tokens = self.tokenizer(prompts, context_length=context) if context else self.tokenizer(prompts)
+            tokens = tokens.to(next(self.model.parameters()).device)
+            emb = encode_text_trimmed(self.model, tokens, self.compute_dtype).reshape(len(phrases), t, -1)
+        emb = F.normalize(emb.float(), dim=-1)
         self.phrases_encoded += len(phrases)
-        return F.normalize(emb.reshape(len(phrases), t, -1).mean(1), dim=-1).cpu()
+        return F.normalize(emb.mean(1), dim=-1).cpu()
+
+
+def is_standard_text_tower(model: torch.nn.Module) -> bool:
+    """CLIP's own causal text tower that pools its end-of-text token (what the engine's forward runs)."""
+    return (isinstance(model, open_clip.CLIP) and getattr(model, "text_pool_type", "argmax") == "argmax"
+            and model.attn_mask is not None
+            and all(isinstance(b, ResidualAttentionBlock) for b in model.transformer.resblocks))
 
 
 def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor,
@@ -108,10 +121,7 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor,
     never influences the result; dropping it makes short prompts ~7x cheaper. Falls back to the stock
     ``encode_text`` for towers that are not the standard causal CLIP one.
     """
-    standard = (isinstance(model, open_clip.CLIP) and getattr(model, "text_pool_type", "argmax") == "argmax"
-                and model.attn_mask is not None
-                and all(isinstance(b, ResidualAttentionBlock) for b in model.transformer.resblocks))
-    if not standard:
+    if not is_standard_text_tower(model):
         return model.encode_text(tokens)
     length = int((tokens != 0).sum(1).max())
     tokens = tokens[:, :length]

@@ -79,3 +79,28 @@ def test_text_cache_is_bounded(tiny_clip):
     encoder = TextEncoder(tiny_clip, "single", cache_size=2)
     encoder.encode(["a", "b", "c"])
     assert len(encoder._cache) == 2
+
+
+def test_shared_prefix_encoding_equals_whole_prompts(tiny_clip):
+    """Each template's words before the class run once; the result must equal the whole prompts."""
+    import open_clip
+
+    from engine.prompt_prefix import PrefixCache
+
+    tok = open_clip.get_tokenizer("ViT-B-16")
+    templates = load_templates("openai80")[:20] + ["{} in the scene.", "a photo of a ({}).", "{}"]
+    phrases = ["dog", "traffic light", "a rather long phrase for a thing", "x" * 3, " ".join(["word"] * 80)]
+    with torch.no_grad():
+        ours = PrefixCache(tiny_clip, tok, templates).encode(phrases)  # P x T x C
+        for j, template in enumerate(templates):
+            whole = encode_text_trimmed(tiny_clip, tok([template.format(p) for p in phrases]))
+            torch.testing.assert_close(ours[:, j], whole, rtol=1e-5, atol=1e-5)
+
+
+def test_text_encoder_uses_shared_prefixes_and_keeps_its_cache(tiny_clip):
+    enc = TextEncoder(tiny_clip, "openai80")
+    assert enc.prefixes is not None
+    first = enc.encode(["circle", "star"])
+    again = enc.encode(["star", "circle", "ring"])
+    torch.testing.assert_close(again[:2], first.flip(0))
+    assert enc.phrases_encoded == 3
