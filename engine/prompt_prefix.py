@@ -107,20 +107,9 @@ class PrefixCache:
         visible = torch.cat([prefix_ok[:, None, :].expand(rows, longest, width),
                              own_ok.expand(rows, longest, longest)], dim=2)[:, None]  # R x 1 x S x (Pmax+S)
         for block, (keys, values) in zip(self.model.transformer.resblocks, self._kv):
-            x = _block_after_prefix(block, x, keys[template], values[template], visible)
+            x = vit_ops.causal_block_after(block, x, keys[template], values[template], visible)[0]
         x = vit_ops.layer_norm(self.model.ln_final, x)
         x = x[torch.arange(rows, device=device), torch.tensor(ends, device=device)]
         proj = self.model.text_projection
         return vit_ops.linear(proj, x) if isinstance(proj, torch.nn.Linear) else x @ proj.to(x.dtype)
 
-
-def _block_after_prefix(block, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
-                        visible: torch.Tensor) -> torch.Tensor:
-    """One causal block on each row's own tokens after its own (padded) prefix keys/values."""
-    import torch.nn.functional as F
-
-    q, k, v = vit_ops.split_heads(block.attn, vit_ops.layer_norm(block.ln_1, x))
-    attended = F.scaled_dot_product_attention(q, torch.cat([past_k, k], 2), torch.cat([past_v, v], 2),
-                                              attn_mask=visible)
-    x = x + vit_ops.layer_scale(block.ls_1, vit_ops.merge_heads(block.attn, attended))
-    return x + vit_ops.layer_scale(block.ls_2, vit_ops.mlp(block, vit_ops.layer_norm(block.ln_2, x)))

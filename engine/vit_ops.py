@@ -132,19 +132,24 @@ def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool =
 
 
 def causal_block_after(block: ResidualAttentionBlock, x: torch.Tensor, past_k: torch.Tensor,
-                       past_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       past_v: torch.Tensor, visible: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A causal block on new tokens ``x`` (``B x S x W``) that follow ``P`` earlier tokens whose keys
-    and values at this block are ``past_k`` / ``past_v`` (``1 x H x P x d``, shared by the batch).
+    and values at this block are ``past_k`` / ``past_v`` (``1 x H x P x d`` shared by the batch, or
+    ``B x H x P x d``).
 
-    Returns the new tokens' outputs and the keys and values of all ``P + S`` tokens. With ``P = 0``
-    it is ``block_forward(block, x, causal=True)``.
+    ``visible`` (boolean, broadcastable to ``B x H x S x (P + S)``) says which earlier tokens each new
+    token sees; by default all ``P`` and the new ones up to itself. Returns the new tokens' outputs
+    and the keys and values of all ``P + S`` tokens. With ``P = 0`` it is ``block_forward(block, x,
+    causal=True)``.
     """
     q, k, v = split_heads(block.attn, layer_norm(block.ln_1, x))
     b, _, new, _ = q.shape
     keys = torch.cat([past_k.expand(b, -1, -1, -1), k], dim=2)
     values = torch.cat([past_v.expand(b, -1, -1, -1), v], dim=2)
-    past = past_k.shape[2]
-    visible = torch.ones(new, past + new, dtype=torch.bool, device=x.device).tril(diagonal=past)
+    if visible is None:
+        past = past_k.shape[2]
+        visible = torch.ones(new, past + new, dtype=torch.bool, device=x.device).tril(diagonal=past)
     attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
     x = x + layer_scale(block.ls_1, merge_heads(block.attn, attended))
     return x + layer_scale(block.ls_2, mlp(block, layer_norm(block.ln_2, x))), keys, values
