@@ -25,7 +25,7 @@ from engine.clip_loading import ProgressCallback
 from engine.devices import DeviceChoice, choose
 from engine.models import SegmentationModel, build_model
 from engine.scoring import ScoringRule, label_maps
-from engine.text import TextEncoder, load_templates, parse_classes
+from engine.text import TextEncoder, load_templates, parse_classes, tokenizer_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Segmenter:
         if settled.dtype != device.dtype or half:
             model.place(settled.device, settled.dtype, torch.float16 if half else None)
         self.device = settled
-        self.text = TextEncoder(model.clip, model.templates, tokenizer=_tokenizer(model.clip_spec.arch),
+        self.text = TextEncoder(model.clip, model.templates, tokenizer=tokenizer_for(model.clip_spec.arch),
                                 compute_dtype=settled.dtype)
         # Previews while a class name is typed: one template instead of the ensemble (~15x cheaper).
         self.quick_text = TextEncoder(model.clip, [_quick_template(model.templates)], tokenizer=self.text.tokenizer,
@@ -233,16 +233,6 @@ def _quick_template(templates) -> str:
     """The one template a typing preview uses: CLIP's plain prompt when the ensemble has it."""
     loaded = load_templates(templates)
     return "a photo of a {}." if "a photo of a {}." in loaded else loaded[0]
-
-
-def _tokenizer(arch: str):
-    """The architecture's own tokenizer (open_clip knows which); CLIP's BPE when it can't say offline."""
-    import open_clip
-
-    try:
-        return open_clip.get_tokenizer(arch)
-    except Exception:  # e.g. a hub tokenizer that cannot be fetched offline
-        return open_clip.get_tokenizer("ViT-B-16")
 
 
 def load_segmenter(name_or_path: str, device: str = "auto", precision: str = "auto",

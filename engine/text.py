@@ -133,3 +133,11 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor,
     x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
     proj = model.text_projection
     return vit_ops.linear(proj, x) if isinstance(proj, torch.nn.Linear) else x @ proj.to(x.dtype)
+
+
+def tokenizer_for(arch: str):
+    """The architecture's own tokenizer (open_clip knows which); CLIP's BPE when it can't say offline."""
+    try:
+        return open_clip.get_tokenizer(arch)
+    except Exception:  # e.g. a hub tokenizer that cannot be fetched offline
+        return open_clip.get_tokenizer("ViT-B-16")

@@ -33,8 +33,7 @@ from engine.atomic import atomic_write_json
 from engine.devices import resolve_device
 from engine.errors import ChimeraError
 from engine.models import load_model, save_model
-from engine.segmenter import _tokenizer
-from engine.text import TextEncoder
+from engine.text import TextEncoder, tokenizer_for
 from trainer.config import TrainConfig
 from trainer.finetune_base import BaseModel, resolve_base
 from trainer.finetune_eval import (ALPHA_GRID, ALPHA_TOLERANCE, blend, choose_alpha, evaluate_held_out,
@@ -230,7 +229,7 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
         run.metrics.unlink(missing_ok=True)
         atomic_write_json(plan_path, plan)
         run.write_config(cfg.to_dict())
-    text = TextEncoder(model.clip, templates, tokenizer=_tokenizer(model.clip_spec.arch)).encode(trained_prompts)
+    text = TextEncoder(model.clip, templates, tokenizer=tokenizer_for(model.clip_spec.arch)).encode(trained_prompts)
     stream = training_stream(data.train, trained_prompts, cfg, model)
     torch.manual_seed(cfg.seed)
     loop = train_steps(model, cfg, text, stream, run, device, context.rank, context.world_size, resume,
