@@ -89,8 +89,9 @@ def test_project_errors_are_reported(root, tiny_checkpoint):
     with Project.open(root):
         code, err = run("--project", root, "--classes", "x", "--model", tiny_checkpoint, "--quiet")
     assert code == 1 and "already open" in err
-    code, err = run("--project", root, "--classes", "x", "--background", "X", "--model", tiny_checkpoint)
-    assert code == 1 and "'X'" in err
+    # A background word a class owns is left out (engine.background); two that clash are refused.
+    code, err = run("--project", root, "--classes", "y", "--background", "X, x", "--model", tiny_checkpoint)
+    assert code == 2 and "'x'" in err  # a class-list error: exit 2
     with Project.open(root) as project:
         assert len(project.classes) == 0  # a refused class list changed nothing
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
