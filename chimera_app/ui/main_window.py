@@ -87,6 +87,8 @@ class MainWindow(QMainWindow):
         self._guide = None
         self.client.model_loaded.connect(self._on_model_loaded)
         self.client.failed.connect(self._on_failed)
+        self.client.download_cancelled.connect(self._on_load_cancelled)
+        self.status.cancel_load.clicked.connect(self.client.cancel_download)
         self.actions_by_name = {}
         build_menus(self)
         build_toolbar(self)
@@ -284,10 +286,20 @@ class MainWindow(QMainWindow):
 
     # -- model ----------------------------------------------------------------------------------
     def load_model(self, name: str, device: str | None = None) -> None:
+        from engine.model_names import parse_model_name
+
         self.model_name = name
         using = f" (still using {self.model_in_use})" if self.model_in_use else ""
-        self.status.set_model(f"loading {name}…{using}")
+        try:
+            downloads = parse_model_name(name).needs_download
+        except ChimeraError:
+            downloads = False  # the load itself says what is wrong with the name
+        self.status.set_model(f"loading {name}…{using}", cancellable=downloads)
         self.client.load_model(name, device or self.device, self.precision)
+
+    def _on_load_cancelled(self) -> None:
+        self.status.set_model(f"{self.model_in_use} (loading {self.model_name} cancelled)"
+                              if self.model_in_use else "no model")
 
     def _on_model_loaded(self, info: ModelLoaded) -> None:
         self.model_in_use = info.name

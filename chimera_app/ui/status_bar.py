@@ -9,7 +9,7 @@ load does not blank it.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QProgressBar, QSlider, QStatusBar
+from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QSlider, QStatusBar
 
 __all__ = ["StatusPanel", "eta_text"]
 
@@ -44,8 +44,11 @@ class StatusPanel:
         self.opacity.setToolTip("Opacity of the class masks over the image")
         self.model_label = QLabel("no model")
         self.model_label.setToolTip("The model that predicts now, and on which device")
+        self.cancel_load = QPushButton("Cancel")  # while hub weights download for a model being loaded
+        self.cancel_load.setToolTip("Stop downloading the new model's weights; the current model stays")
+        self.cancel_load.setVisible(False)
         for widget in (self.cursor_label, self.draft_swatch, self.state_label, self.progress, self.zoom_label,
-                       QLabel("opacity"), self.opacity, self.model_label):
+                       QLabel("opacity"), self.opacity, self.model_label, self.cancel_load):
             bar.addPermanentWidget(widget)
 
     # -- cursor and draft -----------------------------------------------------------------------
@@ -76,6 +79,8 @@ class StatusPanel:
         self.progress.setVisible(False)
 
     # -- model ----------------------------------------------------------------------------------
-    def set_model(self, text: str, tooltip: str = "") -> None:
+    def set_model(self, text: str, tooltip: str = "", cancellable: bool = False) -> None:
+        """``cancellable``: a load that may be downloading, offered a Cancel beside it."""
+        self.cancel_load.setVisible(cancellable)
         self.model_label.setText(text)
         self.model_label.setToolTip(tooltip or "The model that predicts now, and on which device")

@@ -267,3 +267,18 @@ def test_space_drag_works_without_clicking_the_canvas_first(window, qtbot):
     window.class_panel.entry.setFocus()
     QApplication.sendEvent(window.canvas, QEnterEvent(point, point, point))
     assert window.class_panel.entry.hasFocus()  # never taken from a class being typed
+
+
+def test_a_model_that_downloads_can_be_cancelled_from_the_status_bar(window, monkeypatch):
+    asked, cancels = [], []
+    monkeypatch.setattr(window.client, "load_model", lambda *a: asked.append(a))
+    window.status.cancel_load.clicked.disconnect()
+    window.status.cancel_load.clicked.connect(lambda: cancels.append(1))
+    window.load_model("clip:ViT-B-16/openai")
+    assert window.status.cancel_load.isVisibleTo(window) and f"still using {TINY}" in window.status.model_label.text()
+    window.status.cancel_load.click()
+    window.client.download_cancelled.emit()
+    assert cancels == [1] and not window.status.cancel_load.isVisibleTo(window)
+    assert window.status.model_label.text() == f"{TINY} (loading clip:ViT-B-16/openai cancelled)"
+    window.load_model("shapes-clip")  # bundled: nothing to download, nothing to cancel
+    assert not window.status.cancel_load.isVisibleTo(window)
