@@ -2,7 +2,10 @@
 
 Model downloads are where other tools leave users stuck, so this dialog says where the weights go
 (the Hugging Face cache), whether they are already there, shows progress with a Cancel, and offers a
-local file for offline machines. The download itself runs on a thread of the engine service
+local file for offline machines. Offline (HF_HUB_OFFLINE=1, or the hub not answering within 1.5 s)
+with weights not cached, it says so at once with the two ways out, and OK stays off: loading could
+only wait for the hub client to give up. A checkpoint is called one only once its header reads.
+``clip:`` models get a training-free method combo (NACLIP, the default, SCLIP, ClearCLIP, MaskCLIP). The download itself runs on a thread of the engine service
 (through ``EngineClient``); this dialog only starts it and listens to its signals.
 """
 
