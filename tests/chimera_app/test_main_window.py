@@ -372,4 +372,4 @@ def test_unlabeled_below_leaves_unsure_pixels_unlabeled_and_keeps_human_ones(win
     shown = window.predictions_shown
     window.min_confidence.setValue(0.0)
     qtbot.waitUntil(lambda: window.predictions_shown > shown, timeout=WAIT)
-    assert (doc.labels[model] > 0).all()
+    qtbot.waitUntil(lambda: (doc.labels[model] > 0).all(), timeout=WAIT)
