@@ -112,6 +112,14 @@ def peak_rss_mb() -> float:
     return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+def _load_average() -> list[float] | None:
+    """1/5/15-minute load averages: other processes on the machine slow every number down."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine_facts() -> dict:
     cuda = torch.cuda.is_available()
     import open_clip
@@ -120,7 +128,7 @@ def machine_facts() -> dict:
 
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "cpu": cpu_description()[0], "torch": torch.__version__, "open_clip": open_clip.__version__,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": torch.get_num_threads(), "load_average": _load_average(),
             "cuda_device": torch.cuda.get_device_name(0) if cuda else None}
 
 
@@ -275,6 +283,7 @@ def main(argv=None) -> None:
               "models": {}}
     for name in args.models:
         report["models"][name] = benchmark_model(name, args)
+    report["load_average_at_end"] = _load_average()
     print(json.dumps(report, indent=2))
 
 

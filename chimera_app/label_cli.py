@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project-data", type=Path, metavar="DIR",
                    help="with --project: keep the project here instead of IMAGES_DIR/.chimera (read-only images)")
     p.add_argument("--skip-predicted", action="store_true",
-                   help="with --project: also skip images already predicted (resume an interrupted run)")
+                   help="with --project: also skip images already predicted or in progress (resume an interrupted run)")
     p.add_argument("--png-dir", type=Path, help="also write one indexed PNG mask per image and classes.json here")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -210,7 +210,9 @@ def run_project(args: argparse.Namespace) -> int:
         images = project.images()
         if not images:
             raise ChimeraError(f"no images found in {project.root}")
-        skip = {ImageState.VERIFIED} | ({ImageState.PREDICTED} if args.skip_predicted else set())
+        # Resuming (--skip-predicted) also leaves images a person has started on (predicted before).
+        skip = {ImageState.VERIFIED} | ({ImageState.PREDICTED, ImageState.IN_PROGRESS} if args.skip_predicted
+                                        else set())
         todo = [rel for rel in images if project.state(rel) not in skip]
         project.save_meta()
         saved: list[str] = []
@@ -233,7 +235,7 @@ def run_project(args: argparse.Namespace) -> int:
         for failure in failures:
             print(f"skipped {failure.file_name}: {failure.reason}", file=sys.stderr)
         print(f"chimera-label: labelled {len(saved)} images, {len(images) - len(todo)} left as they were "
-              f"({'human-verified or predicted' if args.skip_predicted else 'human-verified'}), "
+              f"({'human-verified, in progress or predicted' if args.skip_predicted else 'human-verified'}), "
               f"{len(failures)} failed, {time.perf_counter() - start:.1f} s", file=sys.stderr)
         if todo and not saved:
             return EXIT_FAILED

@@ -8,6 +8,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Precision verdicts and other caches go to a fresh folder, never the user's.
 os.environ["CHIMERA_CACHE_DIR"] = tempfile.mkdtemp(prefix="chimera-test-cache-")
+# Recent projects and the first-run guide's marker go to a fresh folder, never the user's.
+os.environ["CHIMERA_CONFIG_DIR"] = tempfile.mkdtemp(prefix="chimera-test-config-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

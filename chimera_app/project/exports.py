@@ -71,7 +71,7 @@ def _category_map(doc: LabelDocument, table: np.ndarray) -> np.ndarray:
 
 def export_coco(project: Project, path: str | os.PathLike[str],
                 states: Iterable[ImageState | str] | None = None) -> dict:
-    """Write the images in ``states`` (default: predicted and verified) as semantic COCO JSON; return the export
+    """Write the images in ``states`` (default: every state but unlabeled) as semantic COCO JSON; return the export
     record (also appended to ``project.exports``). The file is validated before it is written,
     atomically: ExportError lists the problems and the old file, if any, stays."""
     classes, table = _categories(project)

@@ -15,8 +15,8 @@ that must stay read-only). Image paths ``rel`` are relative to the image folder,
      "exports": [{"time": "2025-01-01T12:00:00+00:00", "kind": "coco", "path": "...", "images": 12,
                   "annotations": 40, "category_class_ids": [1, 2, 4]}, ...]}   # category k = class id [k-1]
 
-``state`` is "unlabeled", "predicted" or "human-verified" (an image missing from "images" is
-unlabeled); ``uncertainty`` is the mean of 1 - confidence of the image's last prediction, or null.
+``state`` is "unlabeled", "predicted", "in-progress" (a person edited it but has not verified it)
+or "human-verified" (an image missing from "images" is unlabeled); ``uncertainty`` is the mean of 1 - confidence of the image's last prediction, or null.
 A class's display name is its first phrase; the order of "classes" is the display order.
 
 ``labels/<rel>.png``: the label map, one value per pixel, 0 = unlabeled, k = the class with id k.
