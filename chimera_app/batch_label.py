@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chimera_app.project.mask_paths import check_png_collisions, png_path  # noqa: F401 -- check_png_collisions:
-# project/exports.py still imports it from here until it imports chimera_app.project.mask_paths itself
+from chimera_app.project.mask_paths import png_path
 from chimera_app.service.prelabel import Prelabeler
 from engine.formats.coco import ClassMask, encode_label_map
 from engine.formats.png_masks import write_index_png

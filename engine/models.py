@@ -22,11 +22,11 @@ from torch import nn
 
 from engine import checkpoints, last_block
 from engine.chimera.model import ChimeraConfig, ChimeraSeg, preset
-from engine.clip_loading import (RANDOM, ClipSpec, ProgressCallback, bundled_model_path, clip_from_config,
+from engine.clip_loading import (RANDOM, ClipSpec, ProgressCallback, bundled_model_path,
                                  clip_preprocess, create_clip, model_config)
 from engine.dense_clip import DenseCLIP
 from engine.errors import CheckpointError, ModelNameError
-from engine.model_names import BUNDLED, ModelName, parse_model_name
+from engine.model_names import ModelName, parse_model_name
 from engine.tiling import InferenceConfig
 
 DENSE_CLIP, CHIMERA_SEG = "dense-clip", "chimera-seg"

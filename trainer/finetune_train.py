@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from engine.models import SegmentationModel
 from engine.threads import ThreadBudget
@@ -25,11 +24,10 @@ from trainer import losses
 from trainer.config import TrainConfig
 from trainer.data.datasets import DatasetInfo
 from trainer.data.transforms import resize_label
-from trainer.optim import make_optimizer
 from trainer.project_data import VerifiedImage
 from trainer.run_state import RunDir
 from trainer.train_data import ZeroShotTrainSet, train_loader
-from trainer.zss import _freeze_batchnorm, _Interrupt, _Step
+from trainer.zss import _freeze_batchnorm, _Interrupt, per_process_batch, prepare_steps
 
 
 class VerifiedTrainSet(torch.utils.data.Dataset):
@@ -82,29 +80,11 @@ def train_steps(model: SegmentationModel, cfg: TrainConfig, text: torch.Tensor, 
     """Train ``model.encoder`` in place for ``cfg.iterations`` steps (or ``stop_after`` more),
     resuming from ``run`` when ``resume``; rank 0 saves the run at checkpoints, at the end and on
     Ctrl-C / SIGTERM."""
-    encoder, clip = model.encoder.to(device), model.clip.to(device).eval()
-    per_process = cfg.batch_size // (world_size * cfg.accumulation)
-    if per_process < 1 or per_process * world_size * cfg.accumulation != cfg.batch_size:
-        raise ValueError(f"batch size {cfg.batch_size} is not divisible by {world_size} processes x "
-                         f"{cfg.accumulation} accumulation steps")
-    optimizer, scheduler = make_optimizer(encoder, cfg.lr, cfg.head_lr_mult, cfg.weight_decay, cfg.iterations,
-                                          cfg.warmup_iterations, cfg.poly_power)
-    if world_size > 1 and device.type == "cuda":  # batch statistics over the global batch
-        model.encoder = encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
-    net = DistributedDataParallel(encoder) if world_size > 1 else encoder
-    step_fn = _Step(cfg, net, clip, text.to(device), optimizer, scheduler, device, world_size)
-    step = 0
-    if resume:
-        state = run.load_state()
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if step_fn.scaler is not None and state["scaler"]:
-                step_fn.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["torch_rng"])
-        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
-            raise run.damaged(f"it does not fit this model and config: {exc}") from exc
-        step = int(state["step"])
+    model.encoder.to(device)
+    clip = model.clip.to(device).eval()
+    per_process = per_process_batch(cfg, world_size)
+    step_fn, step = prepare_steps(model, cfg, clip, text, device, world_size, run, resume)
+    encoder = model.encoder  # SyncBatchNorm may have replaced it
     on_start(step)
     loader = iter(train_loader(train_set, per_process, cfg.workers, cfg.seed, rank, world_size,
                                start=step * cfg.batch_size))
@@ -128,10 +108,10 @@ def train_steps(model: SegmentationModel, cfg: TrainConfig, text: torch.Tensor, 
             step += 1
             on_step(step)
             if rank == 0 and (step % cfg.log_every == 0 or step == end):
-                run.log({"iter": step, "lr": optimizer.param_groups[0]["lr"], "keep_ratio": round(ratio, 4),
+                run.log({"iter": step, "lr": step_fn.optimizer.param_groups[0]["lr"], "keep_ratio": round(ratio, 4),
                          **{k: round(v, 5) for k, v in parts.items()},
                          "images_per_s": round(cfg.batch_size / seconds, 2)})
             if rank == 0 and (step % cfg.checkpoint_every == 0 or step == end or interrupt.requested):
-                run.save(model, step, optimizer, scheduler, step_fn.scaler, save_info, keep_copy=False)
+                run.save(model, step, step_fn.optimizer, step_fn.scheduler, step_fn.scaler, save_info, keep_copy=False)
     encoder.eval()
     return LoopResult(step, interrupt.requested, spent)

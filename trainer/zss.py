@@ -146,6 +146,40 @@ class _Step:
         return parts
 
 
+
+def per_process_batch(cfg: TrainConfig, world_size: int) -> int:
+    """Images per process and step: the global batch split over processes and accumulation steps."""
+    per_process = cfg.batch_size // (world_size * cfg.accumulation)
+    if per_process < 1 or per_process * world_size * cfg.accumulation != cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world_size} processes "
+                         f"x {cfg.accumulation} accumulation steps")
+    return per_process
+
+
+def prepare_steps(model: SegmentationModel, cfg: TrainConfig, clip: torch.nn.Module, text: torch.Tensor,
+                  device: torch.device, world_size: int, run: RunDir, resume: bool) -> tuple["_Step", int]:
+    """Optimizer, schedule, (DDP and SyncBatchNorm on GPUs) and the training step for
+    ``model.encoder``, restored from ``run`` when ``resume``; returns the step and where it resumes."""
+    encoder = model.encoder
+    optimizer, scheduler = make_optimizer(encoder, cfg.lr, cfg.head_lr_mult, cfg.weight_decay, cfg.iterations,
+                                          cfg.warmup_iterations, cfg.poly_power)
+    if world_size > 1 and device.type == "cuda":  # batch statistics over the global batch
+        model.encoder = encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
+    net = DistributedDataParallel(encoder) if world_size > 1 else encoder
+    step_fn = _Step(cfg, net, clip, text.to(device), optimizer, scheduler, device, world_size)
+    if not resume:
+        return step_fn, 0
+    state = run.load_state()
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if step_fn.scaler is not None and state["scaler"]:
+            step_fn.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+        raise run.damaged(f"it does not fit this model and config: {exc}") from exc
+    return step_fn, int(state["step"])
+
 def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, device: str = "auto",
           fresh: bool = False, show_progress: bool = True, stop_after: int | None = None) -> SegmentationModel:
     """Run (or resume) training in ``run_dir``; returns the trained model. ``stop_after`` ends this
@@ -158,29 +192,10 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
     encoder, clip = model.encoder.to(dev), model.clip.to(dev).eval()
     text = TextEncoder(clip, model.templates).encode(list(info.seen)).to(dev)  # seen names only
 
-    per_process = cfg.batch_size // (context.world_size * cfg.accumulation)
-    if per_process * context.world_size * cfg.accumulation != cfg.batch_size:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {context.world_size} processes "
-                         f"x {cfg.accumulation} accumulation steps")
-    optimizer, scheduler = make_optimizer(encoder, cfg.lr, cfg.head_lr_mult, cfg.weight_decay, cfg.iterations,
-                                          cfg.warmup_iterations, cfg.poly_power)
-    if context.world_size > 1 and dev.type == "cuda":  # batch statistics over the global batch
-        model.encoder = encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
-    net = DistributedDataParallel(encoder) if context.world_size > 1 else encoder
-    step_fn = _Step(cfg, net, clip, text, optimizer, scheduler, dev, context.world_size)
-    step = 0
-    if resume:
-        state = run.load_state()
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if step_fn.scaler is not None and state["scaler"]:
-                step_fn.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["torch_rng"])
-        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
-            raise run.damaged(f"it does not fit this model and config: {exc}") from exc
-        step = int(state["step"])
-    elif context.is_main:
+    per_process = per_process_batch(cfg, context.world_size)
+    step_fn, step = prepare_steps(model, cfg, clip, text, dev, context.world_size, run, resume)
+    encoder = model.encoder  # SyncBatchNorm may have replaced it
+    if not resume and context.is_main:
         run.write_config(cfg.to_dict())
         run.metrics.unlink(missing_ok=True)
 
@@ -204,7 +219,7 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
             step += 1
             progress.update(1)
             if context.is_main and (step % cfg.log_every == 0 or step == end):
-                record = {"iter": step, "lr": optimizer.param_groups[0]["lr"], "keep_ratio": round(ratio, 4),
+                record = {"iter": step, "lr": step_fn.optimizer.param_groups[0]["lr"], "keep_ratio": round(ratio, 4),
                           **{k: round(v, 5) for k, v in parts.items()},
                           "images_per_s": round(cfg.batch_size / seconds, 2),
                           "teacher_share": round(step_fn.teacher_seconds / seconds, 3)}
@@ -212,7 +227,7 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
                 if hasattr(progress, "set_postfix"):
                     progress.set_postfix(loss=f"{sum(parts.values()):.3f}", lr=f"{record['lr']:.2e}")
             if context.is_main and (step % cfg.checkpoint_every == 0 or step == end or interrupt.requested):
-                run.save(model, step, optimizer, scheduler, step_fn.scaler, {**summary, "config": cfg.to_dict()},
+                run.save(model, step, step_fn.optimizer, step_fn.scheduler, step_fn.scaler, {**summary, "config": cfg.to_dict()},
                          keep_copy=step % cfg.checkpoint_every == 0)
     if context.is_main and interrupt.requested:
         print(f"interrupted at iteration {step}; checkpoint saved in {run.path} — run the same command to resume")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chimera_app.batch_label import check_png_collisions, png_path
+from chimera_app.project.mask_paths import check_png_collisions, png_path
 from chimera_app.project.classes import LabelClass
 from chimera_app.project.document import ImageState, LabelDocument, Provenance
 from chimera_app.project.errors import ProjectError

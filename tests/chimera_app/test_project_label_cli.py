@@ -77,7 +77,7 @@ def test_prelabel_into_a_project_keeps_human_work(root, tiny_checkpoint, tmp_pat
 
     code, err = run("--project", root, "--model", tiny_checkpoint, "--device", "cpu", "--quiet", "--skip-predicted")
     # resume: only the corrupt image is left, and it fails again: nothing could be written
-    assert code == 1 and "labelled 0 images, 3 left as they were (human-verified or predicted), 1 failed" in err
+    assert code == 1 and "labelled 0 images, 3 left as they were (human-verified, in progress or predicted), 1 failed" in err
     (root / "corrupt.jpg").unlink()
     code, err = run("--project", root, "--model", tiny_checkpoint, "--quiet", "--skip-predicted")
     assert code == 0 and "labelled 0 images, 3 left as they were" in err and "tiny" not in err  # no model loaded
