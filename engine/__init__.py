@@ -13,6 +13,13 @@ the project store, ``chimera-app --help`` and argument errors answer at once.
 from __future__ import annotations
 
 import importlib
+import os
+
+# OpenMP threads sleep at barriers instead of spinning (set before torch loads; a value the user
+# set wins). benchmarks/cpu_load.py, 2 cores, ViT-B-16 512² windows, 2 threads: idle 2.71 vs 2.87 s
+# per image, beside two busy processes 5.68 vs 7.44 s — a spinning thread burns the time slice its
+# partner needs to reach the barrier.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import TYPE_CHECKING
 
 from engine.errors import (CheckpointError, ChimeraError, ClassNameError, ImageLoadError, ModelNameError,

@@ -44,3 +44,17 @@ def test_a_cpu_segmenter_keeps_opencv_from_nesting_a_pool(tiny_segmenter):
 
     assert tiny_segmenter.thread_budget is not None
     assert cv2.getNumThreads() == 1
+
+
+def test_importing_engine_makes_openmp_threads_sleep_at_barriers_unless_the_user_chose():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import engine, os; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
