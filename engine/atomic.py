@@ -66,25 +66,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             no temporary file is left behind.
     """
     target = Path(path)
-    directory = target.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    staged = stage_bytes(target.parent, data, target.name)
     try:
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp_name, _target_mode(target))
-        os.replace(tmp_name, target)
+        os.chmod(staged, _target_mode(target))
+        os.replace(staged, target)
     except BaseException:
         # BaseException too: a KeyboardInterrupt mid-write must not leave a stray temp file.
         try:
-            os.unlink(tmp_name)
+            os.unlink(staged)
         except OSError:
             pass
         raise
-    _fsync_directory(directory)
+    _fsync_directory(target.parent)
 
 
 def stage_bytes(directory: str | os.PathLike[str], data: bytes, name: str = "staged") -> Path:
