@@ -40,6 +40,7 @@ class TrainConfig:
     pretrained_backbone: bool = True  # ImageNet weights for the body (downloads through timm)
     head: str = "csh"  # csh | linear (ablation: no CSH)
     csh_depth: int = 2
+    token_stride: int = 0  # pixels per head token; 0 = CLIP's patch size (the paper)
     tau: float = 0.07
     templates: str = ""  # "" = the dataset's protocol: single for VOC and shapes, zegclip15 for COCO-Stuff
     freeze_bn: bool = False  # BatchNorm in eval mode (for tiny per-process batches / CPU DDP)
@@ -271,6 +272,7 @@ FIELD_RULES: dict[str, tuple] = {
     "pretrained_backbone": ("bool",),
     "head": ("choice", ("csh", "linear")),
     "csh_depth": ("int", 0, 128),
+    "token_stride": ("int", 0, 256),
     "tau": ("float", 0.0, 10.0, True),
     "templates": ("str", _check_templates),
     "freeze_bn": ("bool",),

@@ -34,6 +34,7 @@ def build_model(cfg: TrainConfig, info: DatasetInfo) -> SegmentationModel:
     body = dataclasses.replace(preset(cfg.body), pretrained_backbone=cfg.pretrained_backbone,
                                **cfg.body_overrides)
     model_cfg = ChimeraConfig(body=body, clip=cfg.clip, head=cfg.head, csh_depth=cfg.csh_depth, tau=cfg.tau,
+                              token_stride=cfg.token_stride,
                               templates=cfg.prompt_templates, seen_classes=list(info.seen))
     model = chimera_model(model_cfg, name=f"chimera-seg {cfg.dataset}")
     model.inference = InferenceConfig(cfg.eval_short_side, cfg.eval_window, cfg.eval_stride)

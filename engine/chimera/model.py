@@ -41,6 +41,9 @@ class ChimeraConfig:
     csh_depth: int = 2  # N, the number of frozen CLIP blocks in the head
     csh_pos_embed: bool = True
     csh_cls_token: bool = True
+    # Pixels per head token; 0 = CLIP's patch size (the paper). A finer grid keeps more of the body's
+    # stride-4 detail through the head (the frozen blocks see more tokens; positions are interpolated).
+    token_stride: int = 0
     tau: float = 0.07  # logits = cos / tau
     templates: str | list[str] = "single"
     seen_classes: list[str] = dataclasses.field(default_factory=list)
@@ -50,6 +53,8 @@ class ChimeraConfig:
             raise ValueError(f"head must be 'csh' or 'linear', not {self.head!r}")
         if self.tau <= 0:
             raise ValueError("tau must be positive")
+        if self.token_stride < 0:
+            raise ValueError("token_stride must be 0 (CLIP's patch size) or a positive number of pixels")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -91,7 +96,7 @@ class ChimeraSeg(nn.Module):
                                          cfg.csh_pos_embed, cfg.csh_cls_token)
         else:
             self.head = LinearHead(self.body.out_channels, visual.output_dim, visual.patch_size[0])
-        self.output_stride = self.head.patch_size
+        self.output_stride = cfg.token_stride or self.head.patch_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         grid = (images.shape[2] // self.output_stride, images.shape[3] // self.output_stride)
