@@ -33,7 +33,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.* from a checkout (chimera_* come from the install)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

@@ -29,7 +29,7 @@ def child(model: str, images: int, threads: int) -> None:
     import torch
 
     from benchmarks.engine_latency import synthetic_image
-    from engine import load_segmenter
+    from chimera_engine import load_segmenter
 
     torch.set_num_threads(threads)
     seg = load_segmenter(model, "cpu", "fp32", cache_images=1)

@@ -39,12 +39,12 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.* from a checkout (chimera_* come from the install)
 
-from engine import load_segmenter  # noqa: E402
-from engine.chimera.model import PRESETS  # noqa: E402
-from engine.devices import resolve_device  # noqa: E402
-from engine.model_names import METHODS  # noqa: E402
+from chimera_engine import load_segmenter  # noqa: E402
+from chimera_engine.chimera.model import PRESETS  # noqa: E402
+from chimera_engine.devices import resolve_device  # noqa: E402
+from chimera_engine.model_names import METHODS  # noqa: E402
 
 CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
            "tree", "grass", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
@@ -124,7 +124,7 @@ def machine_facts() -> dict:
     cuda = torch.cuda.is_available()
     import open_clip
 
-    from engine.devices import cpu_description
+    from chimera_engine.devices import cpu_description
 
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "cpu": cpu_description()[0], "torch": torch.__version__, "open_clip": open_clip.__version__,

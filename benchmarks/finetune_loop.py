@@ -42,13 +42,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chimera_app.project import Project, Region  # noqa: E402
-from engine.devices import choose  # noqa: E402
-from engine.models import build_model  # noqa: E402
-from engine.segmenter import Segmenter  # noqa: E402
-from trainer.finetune import FinetuneOptions, finetune  # noqa: E402
-from trainer.metrics import ConfusionMatrix  # noqa: E402
-from trainer.shapes import SHAPE_CLASSES  # noqa: E402
-from trainer.shapes.world import render_sample  # noqa: E402
+from chimera_engine.devices import choose  # noqa: E402
+from chimera_engine.models import build_model  # noqa: E402
+from chimera_engine.segmenter import Segmenter  # noqa: E402
+from chimera_trainer.finetune import FinetuneOptions, finetune  # noqa: E402
+from chimera_trainer.metrics import ConfusionMatrix  # noqa: E402
+from chimera_trainer.shapes import SHAPE_CLASSES  # noqa: E402
+from chimera_trainer.shapes.world import render_sample  # noqa: E402
 
 BASE = "shapes-chimera"
 PROJECT_SHAPES = ["circle", "square", "triangle", "ring", "cross", "diamond", "star", "heart"]

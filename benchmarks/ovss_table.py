@@ -5,10 +5,10 @@
 
 DATA holds the sets in their mmseg layouts (any subset; missing ones are reported and skipped unless
 named with --sets): ``VOCdevkit/VOC2012``, ``VOCdevkit/VOC2010`` (Context), ``coco_stuff164k``
-(COCO-Stuff and COCO-Object), ``cityscapes``, ``ADEChallengeData2016`` — see ``trainer.data.ovss``.
+(COCO-Stuff and COCO-Object), ``cityscapes``, ``ADEChallengeData2016`` — see ``chimera_trainer.data.ovss``.
 Each method runs with its authors' windows, short side, temperature and the 80 ImageNet templates;
 the sets with a background (VOC21, Context60, COCO-Object) use the papers' background prompts and
-probability threshold 0.1. mIoU comes from one confusion matrix per set (``trainer.metrics``).
+probability threshold 0.1. mIoU comes from one confusion matrix per set (``chimera_trainer.metrics``).
 Prints JSON (stdout) and a markdown table beside the published numbers (stderr, and ``--markdown``).
 """
 
@@ -24,11 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import ChimeraError, load_segmenter  # noqa: E402
-from engine.background import background_prompts  # noqa: E402
-from engine.model_names import METHODS  # noqa: E402
-from trainer.data import ovss  # noqa: E402
-from trainer.metrics import ConfusionMatrix  # noqa: E402
+from chimera_engine import ChimeraError, load_segmenter  # noqa: E402
+from chimera_engine.background import background_prompts  # noqa: E402
+from chimera_engine.model_names import METHODS  # noqa: E402
+from chimera_trainer.data import ovss  # noqa: E402
+from chimera_trainer.metrics import ConfusionMatrix  # noqa: E402
 
 
 def log(message: str) -> None:

@@ -24,12 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.clip_loading import ClipSpec, bundled_model_path  # noqa: E402
-from engine.models import dense_clip_model  # noqa: E402
-from trainer.bundle import SIZE, evaluate_model, shapes_inference, shapes_train_config  # noqa: E402
-from trainer.data.datasets import build_dataset, load_info  # noqa: E402
-from trainer.shapes import write_dataset  # noqa: E402
-from trainer.zss import train  # noqa: E402
+from chimera_engine.clip_loading import ClipSpec, bundled_model_path  # noqa: E402
+from chimera_engine.models import dense_clip_model  # noqa: E402
+from chimera_trainer.bundle import SIZE, evaluate_model, shapes_inference, shapes_train_config  # noqa: E402
+from chimera_trainer.data.datasets import build_dataset, load_info  # noqa: E402
+from chimera_trainer.shapes import write_dataset  # noqa: E402
+from chimera_trainer.zss import train  # noqa: E402
 
 ROWS = {
     "dense CLIP (training-free)": None,

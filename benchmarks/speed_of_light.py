@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.engine_latency import synthetic_image  # noqa: E402
-from engine import load_segmenter, tiling  # noqa: E402
+from chimera_engine import load_segmenter, tiling  # noqa: E402
 
 RATIO_TARGET, GEMM_FRACTION_TARGET = 1.3, 0.40
 

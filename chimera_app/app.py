@@ -14,20 +14,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+from importlib import resources
 import sys
 from pathlib import Path
 
-from engine.class_names import split_class_list
-from engine.errors import ModelNameError
+from chimera_engine.class_names import split_class_list
+from chimera_engine.errors import ModelNameError
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+RESOURCES = Path(str(resources.files("chimera_resources")))  # the installed package data
 DEMO_IMAGES = RESOURCES / "demo"
 FALLBACK_MODEL = "clip:chimera-tiny/random"  # when the bundled shapes models are not installed
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def demo_model() -> str:
-    from engine.clip_loading import bundled_model_path  # here: it imports torch, which --help must not wait for
+    from chimera_engine.clip_loading import bundled_model_path  # here: it imports torch, which --help must not wait for
 
     try:
         bundled_model_path("shapes-chimera")

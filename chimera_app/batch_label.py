@@ -15,8 +15,8 @@ import numpy as np
 
 from chimera_app.project.mask_paths import png_path
 from chimera_app.service.prelabel import Prelabeler
-from engine.formats.coco import ClassMask, encode_label_map
-from engine.formats.png_masks import write_index_png
+from chimera_engine.formats.coco import ClassMask, encode_label_map
+from chimera_engine.formats.png_masks import write_index_png
 
 __all__ = ["Failure", "LabelOptions", "LabeledImage", "label_images", "relative_name"]
 

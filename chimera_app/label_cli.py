@@ -28,12 +28,12 @@ from chimera_app.project.exports import export_coco, export_png_masks
 from chimera_app.project.mask_paths import check_png_collisions
 from chimera_app.service.downloads import fetch_clip_weights
 from chimera_app.service.prelabel import Prelabeler, store_prediction
-from engine import ChimeraError, ClassNameError, find_images
-from engine.background import background_prompts
-from engine.class_names import parse_classes, split_class_list, split_phrases
-from engine.formats.coco import CocoBuilder, validate_coco, write_coco
-from engine.formats.png_masks import write_class_list
-from engine.model_names import parse_model_name
+from chimera_engine import ChimeraError, ClassNameError, find_images
+from chimera_engine.background import background_prompts
+from chimera_engine.class_names import parse_classes, split_class_list, split_phrases
+from chimera_engine.formats.coco import CocoBuilder, validate_coco, write_coco
+from chimera_engine.formats.png_masks import write_class_list
+from chimera_engine.model_names import parse_model_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -111,7 +111,7 @@ def download(model: str) -> int:
     if parse_model_name(model).kind != "clip":
         print("chimera-label: --download takes a clip:<arch>/<tag> model", file=sys.stderr)
         return EXIT_USAGE
-    from engine.clip_loading import hf_cache_dir
+    from chimera_engine.clip_loading import hf_cache_dir
 
     path = fetch_clip_weights(model)
     print(f"{model}: weights at {path} (cache: {hf_cache_dir()})")
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise ChimeraError(f"no images found in {root}")
     if args.png_dir:
         check_png_collisions([relative_name(p, root) for p in paths])
-    from engine import distributed, load_segmenter  # here: they import torch; --help and bad arguments don't wait
+    from chimera_engine import distributed, load_segmenter  # here: they import torch; --help and bad arguments don't wait
 
     context = distributed.start(args.device)
     try:
@@ -220,7 +220,7 @@ def run_project(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             if todo:
-                from engine import load_segmenter
+                from chimera_engine import load_segmenter
 
                 segmenter = load_segmenter(args.model, device=args.device, precision=args.precision,
                                            **segmenter_options(args))
@@ -254,7 +254,7 @@ def _label_into(project: Project, segmenter, todo: list[str], background: tuple[
     run = Prelabeler([(rel, project.image_path(rel)) for rel in todo], project.classes.prompts(),
                      project.classes.ids(), background=background, min_confidence=args.min_confidence,
                      images_per_step=segmenter.batch_size, decode_workers=2, decode_ahead=2 * segmenter.batch_size + 2)
-    from engine import distributed
+    from chimera_engine import distributed
 
     with distributed.progress(len(todo), enabled=not args.quiet) as bar:
         for result in run.results(segmenter):
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.window is not None and args.stride is not None and args.stride > args.window:
             parser.error("--stride must not exceed --window (pixels would be skipped)")
         if args.device != "auto":
-            from engine.devices import resolve_device  # imports torch: only when a device is named
+            from chimera_engine.devices import resolve_device  # imports torch: only when a device is named
 
             try:
                 resolve_device(args.device)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chimera_app.project.document import ImageState, LabelDocument, Provenance
-from engine.errors import ChimeraError
+from chimera_engine.errors import ChimeraError
 
 __all__ = ["ClassStats", "DatasetReport", "build_report"]
 

@@ -1,11 +1,11 @@
 """Chimera's engine: open-vocabulary segmentation models and cached inference. Qt-free.
 
-    from engine import load_segmenter, load_image
+    from chimera_engine import load_segmenter, load_image
     seg = load_segmenter("clip:ViT-B-16/openai", device="auto")
     seg.set_image(load_image("photo.jpg"))
     out = seg.segment(["road", "car; automobile", "tree"])
 
-Importing ``engine`` (or ``engine.errors``, ``engine.class_names``, ``engine.model_names``) is cheap:
+Importing ``chimera_engine`` (or ``chimera_engine.errors``, ``chimera_engine.class_names``, ``chimera_engine.model_names``) is cheap:
 torch, open_clip and OpenCV are imported when a name that needs them is first used (PEP 562), so
 the project store, ``chimera-app --help`` and argument errors answer at once.
 """
@@ -22,20 +22,20 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import TYPE_CHECKING
 
-from engine.errors import (CheckpointError, ChimeraError, ClassNameError, ImageLoadError, ModelNameError,
+from chimera_engine.errors import (CheckpointError, ChimeraError, ClassNameError, ImageLoadError, ModelNameError,
                            WeightsNotFoundError)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__
-    from engine.images import find_images, load_image
-    from engine.segmenter import ImageFeatures, Segmentation, Segmenter, load_segmenter
+    from chimera_engine.images import find_images, load_image
+    from chimera_engine.segmenter import ImageFeatures, Segmentation, Segmenter, load_segmenter
 
 _LAZY = {  # public name -> the module that defines it (imported on first use)
-    "find_images": "engine.images",
-    "load_image": "engine.images",
-    "ImageFeatures": "engine.segmenter",
-    "Segmentation": "engine.segmenter",
-    "Segmenter": "engine.segmenter",
-    "load_segmenter": "engine.segmenter",
+    "find_images": "chimera_engine.images",
+    "load_image": "chimera_engine.images",
+    "ImageFeatures": "chimera_engine.segmenter",
+    "Segmentation": "chimera_engine.segmenter",
+    "Segmenter": "chimera_engine.segmenter",
+    "load_segmenter": "chimera_engine.segmenter",
 }
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
 def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+        raise AttributeError(f"module 'chimera_engine' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value

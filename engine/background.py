@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 
-from engine.class_names import split_phrases
+from chimera_engine.class_names import split_phrases
 
 PRESETS = ("stuff",)
 
 
 def preset_words(name: str) -> list[str]:
-    path = resources.files("resources") / "background" / f"{name}.txt"
+    path = resources.files("chimera_resources") / "background" / f"{name}.txt"
     lines = path.read_text(encoding="utf-8").splitlines()
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 

@@ -6,8 +6,8 @@ scores are scaled; an unchecked field became a traceback (a non-numeric ``format
 allocation of tens of GB (a CLIP config of width 65536), garbage labels with exit 0 (a NaN
 ``logit_scale``) or a request to unpickle a ``.pt`` file. ``validate_model_meta`` refuses all of
 that with a ``CheckpointError`` naming the field. Sizes a config declares are bounded by
-``engine.limits``; whether the declared model matches the file's tensors is checked on the meta
-device by ``engine.checkpoints.build_to_fit`` before anything real is allocated.
+``chimera_engine.limits``; whether the declared model matches the file's tensors is checked on the meta
+device by ``chimera_engine.checkpoints.build_to_fit`` before anything real is allocated.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import dataclasses
 import re
 from typing import Any
 
-from engine import limits
-from engine.errors import CheckpointError
+from chimera_engine import limits
+from chimera_engine.errors import CheckpointError
 
 __all__ = ["SUPPORTED_KINDS", "validate_format_version", "validate_model_meta", "validate_clip_config"]
 
@@ -44,7 +44,7 @@ def validate_format_version(value: Any, path: Any, newest: int) -> int:
 
 
 def validate_model_meta(meta: dict, path: Any) -> None:
-    """Every field ``engine.models.load_model`` reads; CheckpointError naming the first bad one."""
+    """Every field ``chimera_engine.models.load_model`` reads; CheckpointError naming the first bad one."""
     kind = meta.get("kind")
     if kind not in SUPPORTED_KINDS:
         raise _fail(path, "kind", f"must be one of {', '.join(SUPPORTED_KINDS)}, not {kind!r}")
@@ -73,7 +73,7 @@ def validate_model_meta(meta: dict, path: Any) -> None:
 
 def validate_clip_config(cfg: Any, path: Any, field: str = "clip.model_cfg") -> None:
     """A stored open_clip config: known keys only (no timm / Hugging Face towers, which would
-    download or unpickle), every size within ``engine.limits.CLIP_CONFIG_LIMITS``."""
+    download or unpickle), every size within ``chimera_engine.limits.CLIP_CONFIG_LIMITS``."""
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
     if not isinstance(cfg, dict):
@@ -100,8 +100,8 @@ def validate_clip_config(cfg: Any, path: Any, field: str = "clip.model_cfg") -> 
 
 
 def _validate_clip_section(clip: dict, path: Any) -> None:
-    from engine.clip_loading import ClipSpec
-    from engine.errors import ModelNameError
+    from chimera_engine.clip_loading import ClipSpec
+    from chimera_engine.errors import ModelNameError
 
     spec_text = clip.get("spec")
     if not isinstance(spec_text, str):
@@ -128,7 +128,7 @@ def _validate_clip_section(clip: dict, path: Any) -> None:
 
 
 def _validate_templates(templates: Any, path: Any) -> None:
-    from engine.text import load_templates
+    from chimera_engine.text import load_templates
 
     if isinstance(templates, str):
         if not _TEMPLATE_SET_NAME.match(templates):
@@ -163,7 +163,7 @@ def _validate_inference(inference: Any, path: Any) -> None:
 
 
 def _validate_dense_method(info: dict, path: Any) -> None:
-    from engine import last_block
+    from chimera_engine import last_block
 
     if "last_block" in info and not isinstance(info["last_block"], str):
         raise _fail(path, "info.last_block", f"must be a string, not {info['last_block']!r}")

@@ -1,7 +1,7 @@
 """The checkpoint file: one ``.safetensors`` file whose metadata holds the JSON config.
 
 Tensors only — nothing is ever unpickled. Every config field is validated
-(``engine.checkpoint_schema``) and the model it declares is checked against the file's tensors on
+(``chimera_engine.checkpoint_schema``) and the model it declares is checked against the file's tensors on
 the meta device before anything is allocated (``build_to_fit``). The metadata key ``chimera`` holds a JSON object with
 ``format`` (``"chimera-checkpoint"``), ``format_version``, ``kind`` and everything needed to rebuild
 the model with no other input. One file is easy to move, copy and version.
@@ -19,10 +19,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from engine.atomic import atomic_write_bytes
+from chimera_engine.atomic import atomic_write_bytes
 
-from engine.checkpoint_schema import validate_format_version
-from engine.errors import CheckpointError
+from chimera_engine.checkpoint_schema import validate_format_version
+from chimera_engine.errors import CheckpointError
 
 FORMAT = "chimera-checkpoint"
 FORMAT_VERSION = 1

@@ -6,7 +6,7 @@ class's display name; the engine averages all of them as prompts. Phrases are co
 case-insensitively: two classes sharing a phrase (or one class naming a phrase twice) could never be
 told apart, so such a list is refused with a ``ClassNameError`` whose message is meant to be shown.
 
-The engine (``engine.text``), the project's class list and the app's live preview all call this
+The engine (``chimera_engine.text``), the project's class list and the app's live preview all call this
 module, so a draft such as ``"big  car"`` next to a class "big car" gets the same verdict
 everywhere. It imports nothing heavy: the project store and ``chimera-app --help`` stay fast.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from engine.errors import ClassNameError
-from engine.limits import MAX_CLASSES
+from chimera_engine.errors import ClassNameError
+from chimera_engine.limits import MAX_CLASSES
 
 __all__ = ["LIST_SEPARATOR", "SEPARATOR", "normalize", "parse_class", "parse_classes", "phrase_key",
            "split_class_list", "split_phrases"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from engine.errors import ModelNameError, WeightsNotFoundError
+from chimera_engine.errors import ModelNameError, WeightsNotFoundError
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while weights download; total is 0 when unknown."""
@@ -68,9 +68,9 @@ class ClipSpec:
 
 def bundled_model_path(name: str) -> Path:
     """A model shipped in ``resources/models`` (the shapes-world models)."""
-    from engine.errors import ModelNameError
+    from chimera_engine.errors import ModelNameError
 
-    path = resources.files("resources") / "models" / f"{name}.safetensors"
+    path = resources.files("chimera_resources") / "models" / f"{name}.safetensors"
     if not path.is_file():
         raise ModelNameError(f"the bundled model {name!r} is not in this installation (expected {path}); "
                              "`chimera-train bundle` builds it (see README)")
@@ -81,7 +81,7 @@ def register_bundled_configs() -> None:
     """Make the architectures in ``resources/clip_configs`` (tiny test/shapes CLIPs) known to open_clip."""
     if getattr(register_bundled_configs, "done", False):
         return
-    configs = resources.files("resources") / "clip_configs"
+    configs = resources.files("chimera_resources") / "clip_configs"
     with resources.as_file(configs) as folder:
         open_clip.add_model_config(Path(folder))
     register_bundled_configs.done = True
@@ -266,15 +266,15 @@ def _load_open_clip_state(model: torch.nn.Module, state_dict: dict[str, torch.Te
 def _is_chimera_checkpoint(path: Path) -> bool:
     if path.suffix != ".safetensors":
         return False
-    from engine.checkpoints import is_checkpoint
+    from chimera_engine.checkpoints import is_checkpoint
 
     return is_checkpoint(path)
 
 
 def _clip_from_checkpoint(path: Path) -> open_clip.CLIP:
     """The CLIP embedded in a Chimera checkpoint (e.g. the bundled shapes-clip)."""
-    from engine.checkpoints import read_checkpoint
-    from engine.errors import CheckpointError
+    from chimera_engine.checkpoints import read_checkpoint
+    from chimera_engine.errors import CheckpointError
 
     tensors, meta = read_checkpoint(path)
     clip_meta = meta.get("clip")
@@ -287,8 +287,8 @@ def _clip_from_checkpoint(path: Path) -> open_clip.CLIP:
 def clip_from_stored(model_cfg: dict, tensors: dict[str, torch.Tensor], path) -> open_clip.CLIP:
     """The CLIP a checkpoint stores: its config validated, checked against ``tensors`` on the meta
     device (nothing allocated), then built and loaded. CheckpointError when any step fails."""
-    from engine.checkpoint_schema import validate_clip_config
-    from engine.checkpoints import build_to_fit, load_state
+    from chimera_engine.checkpoint_schema import validate_clip_config
+    from chimera_engine.checkpoints import build_to_fit, load_state
 
     validate_clip_config(model_cfg, path)
     shape_only = _meta_buildable(model_cfg)

@@ -1,7 +1,7 @@
 """Training-free dense CLIP: per-patch features of a frozen CLIP image tower.
 
 All blocks but the last run as CLIP runs them; the last block is replaced by a training-free method
-(``engine.last_block``: NACLIP by default, SCLIP, ClearCLIP, MaskCLIP). The patch tokens are then
+(``chimera_engine.last_block``: NACLIP by default, SCLIP, ClearCLIP, MaskCLIP). The patch tokens are then
 projected with CLIP's own ``ln_post`` and ``proj``.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine import last_block, vit_ops
+from chimera_engine import last_block, vit_ops
 
 
 class DenseCLIP(nn.Module):
@@ -18,7 +18,7 @@ class DenseCLIP(nn.Module):
 
     Args:
         visual: an open_clip ``VisionTransformer`` (its weights are shared, not copied).
-        method: a name of ``engine.last_block.METHODS``.
+        method: a name of ``chimera_engine.last_block.METHODS``.
     """
 
     def __init__(self, visual: nn.Module, method: str = "naclip"):

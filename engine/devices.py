@@ -5,7 +5,7 @@ Precision ``auto`` is decided once per machine and model, never from a noisy tim
 - CPU without native bf16 (no AVX512-BF16 / AMX in the CPU flags): fp32 at once. Such CPUs emulate
   bf16 (a 512 x 768 x 3072 matmul: 3.6 s bf16 vs 0.03 s fp32 on an AVX2 EPYC, torch 2.14.1).
 - CPU with native bf16: the *actual encoder* is timed on the batch shape it will run, in both
-  formats (``engine.precision``), and the verdict is cached per machine, library versions and model,
+  formats (``chimera_engine.precision``), and the verdict is cached per machine, library versions and model,
   so the same command on the same machine always runs in the same format and gives the same labels.
 """
 

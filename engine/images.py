@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from engine.limits import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, ImageTooLargeError, check_image_size
+from chimera_engine.limits import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, ImageTooLargeError, check_image_size
 
 # OpenCV reads its own decode limit once, when it loads: where this module is the first to import it,
 # that limit becomes ours too, which guards the few files whose header Pillow cannot read.
@@ -41,14 +41,14 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
-from engine.errors import ImageLoadError  # noqa: E402
+from chimera_engine.errors import ImageLoadError  # noqa: E402
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
     ".jp2", ".j2k", ".pbm", ".pgm", ".ppm", ".pnm",
 })
 
-MAX_PIXELS = MAX_IMAGE_PIXELS  # engine.limits says why 200 megapixels
+MAX_PIXELS = MAX_IMAGE_PIXELS  # chimera_engine.limits says why 200 megapixels
 
 _log = logging.getLogger(__name__)
 

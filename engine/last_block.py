@@ -1,6 +1,6 @@
 """Training-free dense CLIP methods: each one changes only how CLIP's last block treats patch tokens.
 
-The blocks before the last run unchanged (``engine.vit_ops.block_forward``); each method below takes
+The blocks before the last run unchanged (``chimera_engine.vit_ops.block_forward``); each method below takes
 the last block and its input tokens ``B x L x W`` (class token first) and returns the tokens that
 ``ln_post`` + ``proj`` turn into dense features. Softmax attentions go through
 ``F.scaled_dot_product_attention`` (one fused kernel, no ``L x L`` matrix kept), using that
@@ -12,7 +12,7 @@ the last block and its input tokens ``B x L x W`` (class token first) and return
   residual and FFN kept.
 - ``clearclip`` (Lan et al., 2024): self-self attention softmax(q·qᵀ/√d); no residual, no FFN.
 - ``naclip`` (Hajimiri et al., 2025): softmax(k·kᵀ/√d + Gaussian neighbourhood prior); no residual,
-  no FFN (``engine.neighbourhood``).
+  no FFN (``chimera_engine.neighbourhood``).
 - ``stock``: CLIP's own last block (the vanilla baseline of these papers' tables; tests).
 """
 
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 
-from engine import vit_ops
-from engine.neighbourhood import DEFAULT_STD, gaussian_prior
+from chimera_engine import vit_ops
+from chimera_engine.neighbourhood import DEFAULT_STD, gaussian_prior
 
 LastBlock = Callable[[ResidualAttentionBlock, torch.Tensor, tuple[int, int]], torch.Tensor]
 

@@ -18,7 +18,7 @@ The numbers (also in the README):
   walking its outline, with memory and time proportional to it. Coordinates must be finite and lie
   within one image size around the image.
 * CLIP configs: ``CLIP_CONFIG_LIMITS`` bounds every dimension of a stored open_clip config, and a
-  stored model must not declare more tensors than its file holds (see engine.checkpoints).
+  stored model must not declare more tensors than its file holds (see chimera_engine.checkpoints).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine.errors import ChimeraError, ImageLoadError
+from chimera_engine.errors import ChimeraError, ImageLoadError
 
 __all__ = ["LimitError", "ImageTooLargeError", "MAX_IMAGE_FILE_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MAX_CLASSES", "MAX_COCO_BYTES",
            "MAX_POLYGON_PERIMETER", "MAX_COCO_POLYGON_PERIMETER", "MAX_INFERENCE_SIDE",

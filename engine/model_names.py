@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from engine.errors import ModelNameError
+from chimera_engine.errors import ModelNameError
 
 METHODS = ("naclip", "sclip", "clearclip", "maskclip")
 DEFAULT_METHOD = "naclip"
@@ -60,7 +60,7 @@ class ModelName:
 
     @property
     def clip(self) -> str | None:
-        """``<arch>/<weights>`` (what ``engine.clip_loading.ClipSpec.parse`` reads)."""
+        """``<arch>/<weights>`` (what ``chimera_engine.clip_loading.ClipSpec.parse`` reads)."""
         return f"{self.arch}/{self.weights}" if self.arch else None
 
     def with_method(self, method: str) -> "ModelName":

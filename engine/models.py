@@ -1,11 +1,11 @@
 """Model names → ready-to-run segmentation models, and saving/loading them as checkpoints.
 
-Names are read by ``engine.model_names`` (the one parser):
+Names are read by ``chimera_engine.model_names`` (the one parser):
 - ``clip:<arch>/<tag|random|file>[+method]`` — training-free dense CLIP (``clip:ViT-B-16/openai``,
   NACLIP by default; ``+sclip``, ``+clearclip``, ``+maskclip``), with the method's own inference
-  settings (``engine.last_block.METHODS``).
+  settings (``chimera_engine.last_block.METHODS``).
 - ``chimera:<preset>/<arch>/<tag|random|file>`` — Chimera-Seg with an untrained body (for training
-  and speed benchmarks), presets from ``engine.chimera.model.PRESETS``.
+  and speed benchmarks), presets from ``chimera_engine.chimera.model.PRESETS``.
 - ``shapes-clip[+method]``, ``shapes-chimera`` — the bundled offline models in ``resources/models``.
 - a path to a checkpoint written by ``save_model`` / ``chimera-train``.
 """
@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine import checkpoints, last_block
-from engine.chimera.model import ChimeraConfig, ChimeraSeg, preset
-from engine.clip_loading import (RANDOM, ClipSpec, ProgressCallback, bundled_model_path,
+from chimera_engine import checkpoints, last_block
+from chimera_engine.chimera.model import ChimeraConfig, ChimeraSeg, preset
+from chimera_engine.clip_loading import (RANDOM, ClipSpec, ProgressCallback, bundled_model_path,
                                  clip_preprocess, create_clip, model_config)
-from engine.dense_clip import DenseCLIP
-from engine.errors import CheckpointError, ModelNameError
-from engine.model_names import ModelName, parse_model_name
-from engine.tiling import InferenceConfig
+from chimera_engine.dense_clip import DenseCLIP
+from chimera_engine.errors import CheckpointError, ModelNameError
+from chimera_engine.model_names import ModelName, parse_model_name
+from chimera_engine.tiling import InferenceConfig
 
 DENSE_CLIP, CHIMERA_SEG = "dense-clip", "chimera-seg"
 
@@ -63,7 +63,7 @@ class SegmentationModel:
 
         ``storage`` (e.g. fp16 while computing in fp32 on a CPU) keeps the weights that only the
         engine's own forward reads — a dense-CLIP encoder and the text tower's token table — in that
-        smaller format; ``engine.vit_ops`` casts them as it uses them.
+        smaller format; ``chimera_engine.vit_ops`` casts them as it uses them.
         """
         small = storage is not None and storage != dtype
         self.encoder.to(device, storage if small and self.kind == DENSE_CLIP else dtype).eval()
@@ -199,10 +199,10 @@ def load_model(path: str | os.PathLike, name: str | None = None,
                progress: ProgressCallback | None = None) -> SegmentationModel:
     """Rebuild a model from a checkpoint with no other input (CheckpointError when it can't).
 
-    Every config field is validated first (engine.checkpoint_schema), and each module the config
+    Every config field is validated first (chimera_engine.checkpoint_schema), and each module the config
     declares is checked against the file's tensors on the meta device before it is allocated."""
-    from engine.checkpoint_schema import validate_model_meta
-    from engine.clip_loading import clip_from_stored
+    from chimera_engine.checkpoint_schema import validate_model_meta
+    from chimera_engine.clip_loading import clip_from_stored
 
     tensors, meta = checkpoints.read_checkpoint(path)
     validate_model_meta(meta, path)

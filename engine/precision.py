@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.devices import DeviceChoice, cpu_description, dtype_name
+from chimera_engine.devices import DeviceChoice, cpu_description, dtype_name
 
 BF16_MIN_SPEEDUP = 1.3  # bf16 costs some accuracy: only take it for a clear win
 CACHE_ENV = "CHIMERA_CACHE_DIR"

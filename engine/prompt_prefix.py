@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from engine import vit_ops
+from chimera_engine import vit_ops
 
 
 class PrefixCache:
@@ -56,7 +56,7 @@ class PrefixCache:
 
     def encode(self, phrases: list[str]) -> torch.Tensor:
         """``P`` phrases → ``P x T x C`` text features (not normalised), one per template."""
-        from engine.text import encode_text_trimmed
+        from chimera_engine.text import encode_text_trimmed
 
         if self._kv is None:
             self._build()

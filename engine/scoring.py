@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import pamr
+from chimera_engine import pamr
 
 BAND_ELEMENTS = 1 << 20  # floats per upsampled band (4 MB in fp32; also measured faster than 32 MB)
 
@@ -36,7 +36,7 @@ class ScoringRule:
       before the argmax, to counter a trained model's bias towards the classes it was trained on.
     - ``min_area``: the area rule of SCLIP's VOC/Context protocol — a class that wins less than this
       share of the labelled pixels is dropped and its pixels go to their next best class.
-    - ``refine_steps``: PAMR steps on the image's colours (``engine.pamr``; 0 = off), applied to the
+    - ``refine_steps``: PAMR steps on the image's colours (``chimera_engine.pamr``; 0 = off), applied to the
       logits at the scoring resolution (the encoded image's size, or ``output_size`` if smaller).
     """
 

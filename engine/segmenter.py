@@ -19,13 +19,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from engine import precision, tiling
-from engine.threads import ThreadBudget, single_threaded_opencv
-from engine.clip_loading import ProgressCallback
-from engine.devices import DeviceChoice, choose
-from engine.models import SegmentationModel, build_model
-from engine.scoring import ScoringRule, label_maps
-from engine.text import TextEncoder, load_templates, parse_classes, tokenizer_for
+from chimera_engine import precision, tiling
+from chimera_engine.threads import ThreadBudget, single_threaded_opencv
+from chimera_engine.clip_loading import ProgressCallback
+from chimera_engine.devices import DeviceChoice, choose
+from chimera_engine.models import SegmentationModel, build_model
+from chimera_engine.scoring import ScoringRule, label_maps
+from chimera_engine.text import TextEncoder, load_templates, parse_classes, tokenizer_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ def image_key(rgb: np.ndarray) -> str:
 def check_rgb(rgb: np.ndarray) -> None:
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         got = f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}"
-        raise TypeError(f"expected an H x W x 3 uint8 RGB array (use engine.load_image), got {got}")
+        raise TypeError(f"expected an H x W x 3 uint8 RGB array (use chimera_engine.load_image), got {got}")
     if min(rgb.shape[:2]) < 1:
         raise ValueError("the image is empty")
 
@@ -64,15 +64,15 @@ class Segmenter:
     """Runs a ``SegmentationModel`` on one device; caches image features and text embeddings.
 
     Args:
-        model: what ``engine.models.build_model`` returns.
+        model: what ``chimera_engine.models.build_model`` returns.
         device: a ``DeviceChoice`` (device + dtype + the reason, for display).
         batch_size: windows per forward pass.
         cache_images: how many encoded images the LRU keeps.
-        min_confidence: default unlabeled rule (see ``engine.scoring.ScoringRule``).
+        min_confidence: default unlabeled rule (see ``chimera_engine.scoring.ScoringRule``).
         calibration: default γ, subtracted from the probabilities of the model's seen classes.
         min_area: default area rule (classes winning less than this share of the labelled pixels
             are dropped), 0 = off.
-        refine: PAMR steps on the image's colours by default (0 = off; ``engine.pamr``).
+        refine: PAMR steps on the image's colours by default (0 = off; ``chimera_engine.pamr``).
         weight_storage: ``"auto"`` stores what the engine's own forward reads in fp16 when a CPU
             computes in fp32 (half the resident weights; features within ~1e-3), ``"full"`` never.
             ``"auto"`` changes the model's tensors in place, so only a segmenter that owns its model
@@ -193,7 +193,7 @@ class Segmenter:
         """Label every pixel of the current image (or of ``features``) with one of ``classes``.
 
         ``background``: extra phrases that compete with the classes but whose pixels stay unlabeled
-        (e.g. ``["sky", "wall"]`` when only the objects matter; ``engine.background`` has the stuff
+        (e.g. ``["sky", "wall"]`` when only the objects matter; ``chimera_engine.background`` has the stuff
         words these papers use). ``min_confidence``, ``calibration``, ``min_area`` and ``refine``
         (PAMR steps) override the segmenter's defaults for this call. ``output_size`` ``(h, w)``
         scores the whole image at that resolution instead of its own (a quick preview at screen
@@ -238,9 +238,9 @@ def _quick_template(templates) -> str:
 def load_segmenter(name_or_path: str, device: str = "auto", precision: str = "auto",
                    progress: ProgressCallback | None = None, inference: dict | None = None,
                    **options) -> Segmenter:
-    """Build the model named ``name_or_path`` (see ``engine.models``) on ``device``.
+    """Build the model named ``name_or_path`` (see ``chimera_engine.models``) on ``device``.
 
-    ``precision``: ``auto`` (see ``engine.devices``), ``fp32``, ``bf16`` or ``fp16``. ``inference``
+    ``precision``: ``auto`` (see ``chimera_engine.devices``), ``fp32``, ``bf16`` or ``fp16``. ``inference``
     overrides the model's own inference settings (``short_side``, ``window``, ``stride``; a
     training-free method's defaults are its authors'). Other keyword options go to ``Segmenter``.
     """

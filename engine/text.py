@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 
-from engine import class_names, vit_ops
-from engine.prompt_prefix import PrefixCache
+from chimera_engine import class_names, vit_ops
+from chimera_engine.prompt_prefix import PrefixCache
 
 DEFAULT_TEMPLATES = "zegclip15"
 
@@ -26,9 +26,9 @@ DEFAULT_TEMPLATES = "zegclip15"
 def load_templates(name_or_list: str | Sequence[str]) -> list[str]:
     """Templates by name (a file in ``resources/prompts``) or as a list; each must contain ``{}``."""
     if isinstance(name_or_list, str):
-        path = resources.files("resources") / "prompts" / f"{name_or_list}.txt"
+        path = resources.files("chimera_resources") / "prompts" / f"{name_or_list}.txt"
         if not path.is_file():
-            known = sorted(p.name[:-4] for p in (resources.files("resources") / "prompts").iterdir()
+            known = sorted(p.name[:-4] for p in (resources.files("chimera_resources") / "prompts").iterdir()
                            if p.name.endswith(".txt"))
             raise ValueError(f"unknown prompt template set {name_or_list!r}; known: {', '.join(known)}")
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -41,12 +41,12 @@ def load_templates(name_or_list: str | Sequence[str]) -> list[str]:
 
 
 def split_phrases(class_name: str) -> list[str]:
-    """``"car; automobile"`` → ``["car", "automobile"]``: the grammar of ``engine.class_names``."""
+    """``"car; automobile"`` → ``["car", "automobile"]``: the grammar of ``chimera_engine.class_names``."""
     return class_names.split_phrases(class_name)
 
 
 def parse_classes(classes: Sequence[str]) -> list[list[str]]:
-    """Validate a class list and split each class into phrases (``engine.class_names.parse_classes``:
+    """Validate a class list and split each class into phrases (``chimera_engine.class_names.parse_classes``:
     ClassNameError for an empty list, an empty class, or a phrase used twice)."""
     return class_names.parse_classes(classes)
 
@@ -60,7 +60,7 @@ class TextEncoder:
     def __init__(self, clip_model: torch.nn.Module, templates: str | Sequence[str] = DEFAULT_TEMPLATES,
                  cache_size: int = 4096, tokenizer=None, compute_dtype: torch.dtype | None = None):
         self.model = clip_model
-        self.compute_dtype = compute_dtype  # None: the weights' dtype (see engine.vit_ops on storage)
+        self.compute_dtype = compute_dtype  # None: the weights' dtype (see chimera_engine.vit_ops on storage)
         self.templates = load_templates(templates)
         self.tokenizer = tokenizer or open_clip.get_tokenizer("ViT-B-16")
         self.prefixes = PrefixCache(clip_model, self.tokenizer, self.templates, compute_dtype) \
@@ -91,7 +91,7 @@ class TextEncoder:
     def _encode_phrases(self, phrases: list[str]) -> torch.Tensor:
         """``P`` phrases → ``P x C`` unit embeddings, each the normalised mean over templates."""
         t = len(self.templates)
-        if self.prefixes is not None:  # each template's shared words run once (engine.prompt_prefix)
+        if self.prefixes is not None:  # each template's shared words run once (chimera_engine.prompt_prefix)
             emb = self.prefixes.encode(phrases)
         else:
             prompts = [tpl.format(p) for p in phrases for tpl in self.templates]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from open_clip.transformer import LayerNormFp32, LayerScale, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from engine.errors import ModelNameError
+from chimera_engine.errors import ModelNameError
 
 
 def check_dense_capable(visual: nn.Module) -> VisionTransformer:

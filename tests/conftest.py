@@ -20,7 +20,7 @@ TINY_CLIP = "chimera-tiny"  # resources/clip_configs/chimera-tiny.json
 @pytest.fixture(scope="session")
 def tiny_clip():
     """A random-weight tiny CLIP (fp32, eval). Shared: tests must not modify it."""
-    from engine.clip_loading import ClipSpec, create_clip
+    from chimera_engine.clip_loading import ClipSpec, create_clip
 
     torch.manual_seed(0)
     return create_clip(ClipSpec(TINY_CLIP, "random"))
@@ -29,7 +29,7 @@ def tiny_clip():
 @pytest.fixture
 def tiny_segmenter():
     """A fresh dense-CLIP segmenter on the tiny random CLIP, CPU fp32."""
-    from engine import load_segmenter
+    from chimera_engine import load_segmenter
 
     torch.manual_seed(0)
     return load_segmenter(f"clip:{TINY_CLIP}/random", device="cpu", precision="fp32")
@@ -38,7 +38,7 @@ def tiny_segmenter():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A saved random-weight tiny dense-CLIP checkpoint (path as str), for CLI tests."""
-    from engine.models import build_model, save_model
+    from chimera_engine.models import build_model, save_model
 
     torch.manual_seed(11)
     return str(save_model(build_model(f"clip:{TINY_CLIP}/random"), tmp_path_factory.mktemp("m") / "tiny.safetensors"))

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from engine.clip_loading import ClipSpec
-from engine.devices import choose
-from engine.models import dense_clip_model, save_model
-from engine.segmenter import Segmenter
-from engine.tiling import InferenceConfig
-from trainer.config import DATASET_DEFAULTS, TrainConfig
-from trainer.data.datasets import build_dataset, load_info
-from trainer.evaluate import evaluate
+from chimera_engine.clip_loading import ClipSpec
+from chimera_engine.devices import choose
+from chimera_engine.models import dense_clip_model, save_model
+from chimera_engine.segmenter import Segmenter
+from chimera_engine.tiling import InferenceConfig
+from chimera_trainer.config import DATASET_DEFAULTS, TrainConfig
+from chimera_trainer.data.datasets import build_dataset, load_info
+from chimera_trainer.evaluate import evaluate
 
 SIZE = 64  # shapes-world image side; the shapes CLIP's native input size
 TRAIN_SEED, VAL_SEED = 0, 1
@@ -55,7 +55,7 @@ def write_demo_images(out_dir: str | Path) -> list[Path]:
     """The demo folder's images: shapes-world scenes (seen and unseen shapes) at ``DEMO_SIZE`` px."""
     from PIL import Image
 
-    from trainer.shapes import SHAPE_CLASSES, sample
+    from chimera_trainer.shapes import SHAPE_CLASSES, sample
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,9 +69,9 @@ def write_demo_images(out_dir: str | Path) -> list[Path]:
 
 def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False, reuse_clip: bool = False) -> dict:
     """Run the whole recipe; ``reuse_clip`` keeps a CLIP already pre-trained in ``work``."""
-    from trainer.clip_pretrain import pretrain, report_path
-    from trainer.shapes import write_dataset
-    from trainer.zss import train
+    from chimera_trainer.clip_pretrain import pretrain, report_path
+    from chimera_trainer.shapes import write_dataset
+    from chimera_trainer.zss import train
 
     pick = 1 if quick else 0
     out, work = Path(out), Path(work)

@@ -16,8 +16,8 @@ import re
 import sys
 from pathlib import Path
 
-from engine.errors import ChimeraError
-from trainer.config import DATASET_DEFAULTS, ConfigError, TrainConfig, apply_overrides, read_config_file
+from chimera_engine.errors import ChimeraError
+from chimera_trainer.config import DATASET_DEFAULTS, ConfigError, TrainConfig, apply_overrides, read_config_file
 
 # Exit statuses (also in --help): 0 done, 1 failed (data, model, disk, a damaged run), 2 bad
 # arguments (options, config file, --set values, device name), 130 interrupted by Ctrl+C.
@@ -58,9 +58,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 def cmd_zss(args) -> int:
     cfg = resolve_config(args)  # before the heavy imports: a bad argument answers at once
     _check_device_available(args.device)
-    from engine import distributed
-    from trainer.data.datasets import build_dataset, load_info
-    from trainer.zss import train
+    from chimera_engine import distributed
+    from chimera_trainer.data.datasets import build_dataset, load_info
+    from chimera_trainer.zss import train
 
     root = split_root(cfg.dataset, Path(cfg.data_root), "train")
     info = load_info(cfg.dataset, root)
@@ -74,12 +74,12 @@ def cmd_zss(args) -> int:
 
 def _run_eval(model, dataset: str, root: Path, out: Path, calibration: float, device: str,
               batch_size: int = 8) -> dict:
-    from engine.atomic import atomic_write_json
-    from engine.devices import choose
-    from engine.segmenter import Segmenter
-    from trainer.data.datasets import build_dataset, load_info
-    from trainer.evaluate import evaluate
-    from trainer.metrics import format_table
+    from chimera_engine.atomic import atomic_write_json
+    from chimera_engine.devices import choose
+    from chimera_engine.segmenter import Segmenter
+    from chimera_trainer.data.datasets import build_dataset, load_info
+    from chimera_trainer.evaluate import evaluate
+    from chimera_trainer.metrics import format_table
 
     info = load_info(dataset, root)
     segmenter = Segmenter(model, choose(device, "fp32"), batch_size=batch_size)
@@ -91,7 +91,7 @@ def _run_eval(model, dataset: str, root: Path, out: Path, calibration: float, de
 
 
 def cmd_eval(args) -> int:
-    from engine.models import build_model
+    from chimera_engine.models import build_model
 
     _check_device_available(args.device)
     model = build_model(args.checkpoint)
@@ -102,7 +102,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_shapes_data(args) -> int:
-    from trainer.shapes import write_dataset
+    from chimera_trainer.shapes import write_dataset
 
     path = write_dataset(args.out, images=args.images, seed=args.seed, size=args.size)
     print(f"wrote {args.images} shapes images to {path}")
@@ -110,7 +110,7 @@ def cmd_shapes_data(args) -> int:
 
 
 def cmd_shapes_clip(args) -> int:
-    from trainer.clip_pretrain import pretrain
+    from chimera_trainer.clip_pretrain import pretrain
 
     report = pretrain(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       scenes=args.scenes, eval_every=args.eval_every, matched_positives=args.matched_positives,
@@ -120,13 +120,13 @@ def cmd_shapes_clip(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from trainer.finetune_cli import run_finetune
+    from chimera_trainer.finetune_cli import run_finetune
 
     return run_finetune(args)
 
 
 def cmd_bundle(args) -> int:
-    from trainer.bundle import build_bundled_models
+    from chimera_trainer.bundle import build_bundled_models
 
     report = build_bundled_models(args.out, args.work, quick=args.quick, reuse_clip=args.reuse_clip)
     print(json.dumps(report, indent=1))
@@ -158,7 +158,7 @@ def image_side(text: str) -> int:
 
 
 def _check_device_available(device: str) -> None:
-    from engine.devices import resolve_device
+    from chimera_engine.devices import resolve_device
 
     try:
         resolve_device(device)
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--reuse-clip", action="store_true", help="keep the CLIP already pre-trained in --work")
     b.set_defaults(func=cmd_bundle)
 
-    from trainer.finetune_cli import add_finetune_parser  # options live beside the command (trainer.finetune)
+    from chimera_trainer.finetune_cli import add_finetune_parser  # options live beside the command (chimera_trainer.finetune)
 
     add_finetune_parser(sub, cmd_finetune, device_name, positive_int)
     return parser

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 
 from safetensors.torch import save
 
-from engine.atomic import atomic_write_bytes, atomic_write_json
-from engine.clip_loading import ClipSpec, create_clip, register_bundled_configs
-from engine.tiling import to_tensor
-from trainer.shapes import SHAPE_CLASSES, sample
-from trainer.shapes.world import COLORS, describe
+from chimera_engine.atomic import atomic_write_bytes, atomic_write_json
+from chimera_engine.clip_loading import ClipSpec, create_clip, register_bundled_configs
+from chimera_engine.tiling import to_tensor
+from chimera_trainer.shapes import SHAPE_CLASSES, sample
+from chimera_trainer.shapes.world import COLORS, describe
 
 ZERO_SHOT_SEED_OFFSET = 1_000_003  # held-out images come from a seed the training never uses
 
@@ -132,8 +132,8 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch
 @torch.no_grad()
 def zero_shot_accuracy(model, size: int, seed: int, images: int = 600, classes=SHAPE_CLASSES) -> dict:
     """Classify held-out single-shape images by "a photo of a {class}." prompts."""
-    from engine.clip_loading import clip_preprocess
-    from engine.text import TextEncoder
+    from chimera_engine.clip_loading import clip_preprocess
+    from chimera_engine.text import TextEncoder
 
     model.eval()
     mean, std = clip_preprocess(model)

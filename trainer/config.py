@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ChimeraError
+from chimera_engine.errors import ChimeraError
 
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -35,7 +35,7 @@ class TrainConfig:
     workers: int = 4
     # model [PAPER.md §2]
     clip: str = "ViT-B-16/openai"
-    body: str = "r101"  # preset name (engine.chimera.model.PRESETS)
+    body: str = "r101"  # preset name (chimera_engine.chimera.model.PRESETS)
     body_overrides: dict = dataclasses.field(default_factory=dict)  # BodyConfig fields, e.g. {"dropout": 0}
     pretrained_backbone: bool = True  # ImageNet weights for the body (downloads through timm)
     head: str = "csh"  # csh | linear (ablation: no CSH)
@@ -208,7 +208,7 @@ def _number(value: float) -> str:
 
 
 def _check_clip(value: str) -> str:
-    from engine.model_names import parse_model_name  # the one parser of model names; light
+    from chimera_engine.model_names import parse_model_name  # the one parser of model names; light
 
     try:
         parse_model_name(f"clip:{value}")
@@ -218,7 +218,7 @@ def _check_clip(value: str) -> str:
 
 
 def _check_templates(value: str) -> str:
-    from engine.text import load_templates
+    from chimera_engine.text import load_templates
 
     if value:
         try:
@@ -229,7 +229,7 @@ def _check_templates(value: str) -> str:
 
 
 def _check_body_overrides(value: Any) -> dict:
-    from engine.chimera.body import BodyConfig
+    from chimera_engine.chimera.body import BodyConfig
 
     if not isinstance(value, dict):
         raise ConfigError(f"body_overrides must be an object of BodyConfig keys, not {value!r}")
@@ -250,7 +250,7 @@ def _check_body_overrides(value: Any) -> dict:
 
 
 def _presets() -> tuple[str, ...]:
-    from engine.chimera.model import PRESETS
+    from chimera_engine.chimera.model import PRESETS
 
     return tuple(PRESETS)
 

@@ -2,7 +2,7 @@
 one confusion matrix over the whole validation set, mIoU(S), mIoU(U), hIoU, pixel accuracy.
 
 The engine's segmenter averages window features and scores them, which equals averaging window logits
-(see ``engine.tiling``), so evaluation runs exactly the inference users get.
+(see ``chimera_engine.tiling``), so evaluation runs exactly the inference users get.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.segmenter import Segmenter
-from trainer.data.datasets import DatasetInfo
-from trainer.metrics import ConfusionMatrix
+from chimera_engine.segmenter import Segmenter
+from chimera_trainer.data.datasets import DatasetInfo
+from chimera_trainer.metrics import ConfusionMatrix
 
 
 def evaluate(segmenter: Segmenter, dataset, info: DatasetInfo, calibration: float = 0.0,

@@ -2,17 +2,17 @@
 
     chimera-train finetune --project IMAGES_DIR [--project-dir DIR] [--base MODEL] [--iterations N]
 
-1. Read the project without locking it (``trainer.project_data``): its classes are the "seen"
+1. Read the project without locking it (``chimera_trainer.project_data``): its classes are the "seen"
    classes, its human-verified images the data, and inside them only pixels a person decided.
 2. Hold out a share of the verified images (at least one) for evaluation; refuse when too few
    images are verified or a class has no pixel to learn from.
-3. Start from the project's model (or ``--base``; ``trainer.finetune_base``) and train the body and
+3. Start from the project's model (or ``--base``; ``chimera_trainer.finetune_base``) and train the body and
    the CSH adapter with zss's step: seen-class CE + SGD + SAM, CLIP's text tower and the CSH's CLIP
-   tail and projection frozen (``trainer.finetune_train``). Resumable; Ctrl-C saves.
+   tail and projection frozen (``chimera_trainer.finetune_train``). Resumable; Ctrl-C saves.
 4. Blend base and fine-tuned weights (WiSE-FT), α chosen on the held-out images
-   (``trainer.finetune_eval``), and report mIoU and pixels-to-change before and after.
+   (``chimera_trainer.finetune_eval``), and report mIoU and pixels-to-change before and after.
 5. Write ``vN.safetensors`` + ``vN.json`` into the project's models folder and list it in its index
-   (``trainer.finetune_versions``); nothing is overwritten, and the active version only changes with
+   (``chimera_trainer.finetune_versions``); nothing is overwritten, and the active version only changes with
    ``--activate``.
 """
 
@@ -28,21 +28,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import distributed
-from engine.atomic import atomic_write_json
-from engine.devices import resolve_device
-from engine.errors import ChimeraError
-from engine.models import load_model, save_model
-from engine.text import TextEncoder, tokenizer_for
-from trainer.config import TrainConfig
-from trainer.finetune_base import BaseModel, resolve_base
-from trainer.finetune_eval import (ALPHA_GRID, ALPHA_TOLERANCE, blend, choose_alpha, evaluate_held_out,
+from chimera_engine import distributed
+from chimera_engine.atomic import atomic_write_json
+from chimera_engine.devices import resolve_device
+from chimera_engine.errors import ChimeraError
+from chimera_engine.models import load_model, save_model
+from chimera_engine.text import TextEncoder, tokenizer_for
+from chimera_trainer.config import TrainConfig
+from chimera_trainer.finetune_base import BaseModel, resolve_base
+from chimera_trainer.finetune_eval import (ALPHA_GRID, ALPHA_TOLERANCE, blend, choose_alpha, evaluate_held_out,
                                    held_out_segmenter)
-from trainer.finetune_progress import Progress
-from trainer.finetune_train import train_steps, training_stream
-from trainer.finetune_versions import active_checkpoint, add_version, models_dir
-from trainer.project_data import IGNORE, ProjectSnapshot, VerifiedImage, read_journal, read_snapshot
-from trainer.run_state import RunDir
+from chimera_trainer.finetune_progress import Progress
+from chimera_trainer.finetune_train import train_steps, training_stream
+from chimera_trainer.finetune_versions import active_checkpoint, add_version, models_dir
+from chimera_trainer.project_data import IGNORE, ProjectSnapshot, VerifiedImage, read_journal, read_snapshot
+from chimera_trainer.run_state import RunDir
 
 MIN_VERIFIED = 3  # at least one held-out image and two to learn from
 WORK_DIR_NAME = "finetune-run"

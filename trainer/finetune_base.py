@@ -8,8 +8,8 @@
   local Hugging Face cache (no download is attempted: fine-tuning must work offline), else from
   scratch with a note. Such a model has no trained weights to blend with, so its blend factor is 1.
 
-Names are read only by ``engine.model_names.parse_model_name``; models are built only by
-``engine.models``.
+Names are read only by ``chimera_engine.model_names.parse_model_name``; models are built only by
+``chimera_engine.models``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from engine.chimera.model import ChimeraConfig, preset
-from engine.model_names import parse_model_name
-from engine.models import CHIMERA_SEG, SegmentationModel, build_model, chimera_model
+from chimera_engine.chimera.model import ChimeraConfig, preset
+from chimera_engine.model_names import parse_model_name
+from chimera_engine.models import CHIMERA_SEG, SegmentationModel, build_model, chimera_model
 
 # Body preset for a new Chimera-Seg: the shapes CLIP has its own tiny body; on a GPU the paper's
 # annotation-speed body, on a CPU the small ResNet-18 one (a ResNet-50 step is ~5x slower there).

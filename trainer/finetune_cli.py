@@ -1,6 +1,6 @@
 """The ``finetune`` subcommand of ``chimera-train``: its options and what it prints.
 
-Exit statuses follow ``trainer.cli``: 0 a new version was written, 1 the project cannot be
+Exit statuses follow ``chimera_trainer.cli``: 0 a new version was written, 1 the project cannot be
 fine-tuned (too few verified images, a class without pixels, no model, a damaged file), 2 bad
 arguments, 130 interrupted (the run was saved: the same command resumes it).
 """
@@ -78,8 +78,8 @@ def add_finetune_parser(sub, func, device_name, positive_int) -> argparse.Argume
 
 
 def run_finetune(args) -> int:
-    from trainer.cli import EXIT_INTERRUPTED, _check_device_available
-    from trainer.finetune import FinetuneOptions, finetune
+    from chimera_trainer.cli import EXIT_INTERRUPTED, _check_device_available
+    from chimera_trainer.finetune import FinetuneOptions, finetune
 
     _check_device_available(args.device)
     opts = FinetuneOptions(

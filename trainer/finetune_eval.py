@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.devices import choose
-from engine.models import SegmentationModel
-from engine.segmenter import Segmenter
-from trainer.metrics import ConfusionMatrix
-from trainer.project_data import VerifiedImage
+from chimera_engine.devices import choose
+from chimera_engine.models import SegmentationModel
+from chimera_engine.segmenter import Segmenter
+from chimera_trainer.metrics import ConfusionMatrix
+from chimera_trainer.project_data import VerifiedImage
 
 ALPHA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 ALPHA_TOLERANCE = 0.01

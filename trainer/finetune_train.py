@@ -1,9 +1,9 @@
 """The fine-tuning loop: zss's training step (seen-class CE + SGD + SAM) on a project's verified pixels.
 
-The step itself is ``trainer.zss._Step`` (the same losses, autocast, gradient accumulation and DDP
-normalisation as the paper's training), the data stream is ``trainer.train_data`` (deterministic per
+The step itself is ``chimera_trainer.zss._Step`` (the same losses, autocast, gradient accumulation and DDP
+normalisation as the paper's training), the data stream is ``chimera_trainer.train_data`` (deterministic per
 position, so a resumed run and a run on N ``torchrun`` processes see the same crops), and the run
-folder is ``trainer.run_state.RunDir`` (model + optimizer state; Ctrl-C saves first). Only the body
+folder is ``chimera_trainer.run_state.RunDir`` (model + optimizer state; Ctrl-C saves first). Only the body
 and the CSH adapter learn: CLIP's text tower is not part of the encoder, and the CSH's CLIP tail and
 projection are frozen parameters (``requires_grad=False``) that no optimizer ever sees.
 """
@@ -18,16 +18,16 @@ import cv2
 import numpy as np
 import torch
 
-from engine.models import SegmentationModel
-from engine.threads import ThreadBudget
-from trainer import losses
-from trainer.config import TrainConfig
-from trainer.data.datasets import DatasetInfo
-from trainer.data.transforms import resize_label
-from trainer.project_data import VerifiedImage
-from trainer.run_state import RunDir
-from trainer.train_data import ZeroShotTrainSet, train_loader
-from trainer.zss import _freeze_batchnorm, _Interrupt, per_process_batch, prepare_steps
+from chimera_engine.models import SegmentationModel
+from chimera_engine.threads import ThreadBudget
+from chimera_trainer import losses
+from chimera_trainer.config import TrainConfig
+from chimera_trainer.data.datasets import DatasetInfo
+from chimera_trainer.data.transforms import resize_label
+from chimera_trainer.project_data import VerifiedImage
+from chimera_trainer.run_state import RunDir
+from chimera_trainer.train_data import ZeroShotTrainSet, train_loader
+from chimera_trainer.zss import _freeze_batchnorm, _Interrupt, per_process_batch, prepare_steps
 
 
 class VerifiedTrainSet(torch.utils.data.Dataset):
@@ -90,7 +90,7 @@ def train_steps(model: SegmentationModel, cfg: TrainConfig, text: torch.Tensor, 
                                start=step * cfg.batch_size))
     end = cfg.iterations if stop_after is None else min(cfg.iterations, step + stop_after)
     # On a shared CPU, torch threads fighting other processes for cores run ~10x slower than one
-    # thread alone (engine.threads): take only the cores others leave free, decided per step.
+    # thread alone (chimera_engine.threads): take only the cores others leave free, decided per step.
     budget = ThreadBudget() if device.type == "cpu" else None
     spent = 0.0
     with _Interrupt() as interrupt:

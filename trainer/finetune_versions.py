@@ -33,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.atomic import atomic_write_json
-from engine.errors import ChimeraError
+from chimera_engine.atomic import atomic_write_json
+from chimera_engine.errors import ChimeraError
 
 INDEX_FORMAT, INDEX_VERSION = "chimera-model-versions", 1
 MODELS_DIR_NAME = "models"

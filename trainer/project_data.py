@@ -29,10 +29,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.class_names import parse_classes
-from engine.errors import ChimeraError
-from engine.formats.png_masks import read_index_png
-from engine.images import load_image
+from chimera_engine.class_names import parse_classes
+from chimera_engine.errors import ChimeraError
+from chimera_engine.formats.png_masks import read_index_png
+from chimera_engine.images import load_image
 
 IGNORE = 255
 PERSON = 2  # provenance value of a pixel a person decided (painted or accepted)

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from engine.atomic import atomic_write_bytes, atomic_write_json
-from engine.errors import ChimeraError
-from engine.models import SegmentationModel, save_model
+from chimera_engine.atomic import atomic_write_bytes, atomic_write_json
+from chimera_engine.errors import ChimeraError
+from chimera_engine.models import SegmentationModel, save_model
 
 _STATE_KEYS = {"step": int, "optimizer": dict, "scheduler": dict, "scaler": dict, "torch_rng": torch.Tensor}
 

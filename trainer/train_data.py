@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainer.data.datasets import DatasetInfo, zero_shot_labels
-from trainer.data.transforms import train_pipeline
+from chimera_trainer.data.datasets import DatasetInfo, zero_shot_labels
+from chimera_trainer.data.transforms import train_pipeline
 
 
 class ResumableSampler(Sampler):

@@ -16,18 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from engine import distributed
-from engine.chimera.model import ChimeraConfig, preset
-from engine.devices import resolve_device
-from engine.models import SegmentationModel, chimera_model, load_model
-from engine.text import TextEncoder
-from engine.tiling import InferenceConfig
-from trainer import losses
-from trainer.config import TrainConfig
-from trainer.data.datasets import DatasetInfo
-from trainer.optim import make_optimizer
-from trainer.run_state import RunDir
-from trainer.train_data import ZeroShotTrainSet, train_loader
+from chimera_engine import distributed
+from chimera_engine.chimera.model import ChimeraConfig, preset
+from chimera_engine.devices import resolve_device
+from chimera_engine.models import SegmentationModel, chimera_model, load_model
+from chimera_engine.text import TextEncoder
+from chimera_engine.tiling import InferenceConfig
+from chimera_trainer import losses
+from chimera_trainer.config import TrainConfig
+from chimera_trainer.data.datasets import DatasetInfo
+from chimera_trainer.optim import make_optimizer
+from chimera_trainer.run_state import RunDir
+from chimera_trainer.train_data import ZeroShotTrainSet, train_loader
 
 
 def build_model(cfg: TrainConfig, info: DatasetInfo) -> SegmentationModel:

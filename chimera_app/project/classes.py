@@ -2,7 +2,7 @@
 
 A class is typed as one or more phrases separated by ``;`` ("car; automobile"); the first phrase is
 its display name and all of them are averaged as prompts by the engine. What a typed name means is
-``engine.class_names``'s rule, the engine's own, so the list never accepts what the engine refuses. Ids are stable: a label map
+``chimera_engine.class_names``'s rule, the engine's own, so the list never accepts what the engine refuses. Ids are stable: a label map
 stores ids, so an id is never given to another class, even after its class was deleted (the list
 keeps ``next_id``). Colours are ``default_color(id)`` unless the user picked one.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from engine.class_names import parse_class, phrase_key
-from engine.errors import ClassNameError
-from engine.formats.palette import class_color
+from chimera_engine.class_names import parse_class, phrase_key
+from chimera_engine.errors import ClassNameError
+from chimera_engine.formats.palette import class_color
 
 __all__ = ["DISTINCT_COLORS", "MAX_CLASS_ID", "ClassList", "LabelClass", "default_color"]
 
@@ -48,7 +48,7 @@ class LabelClass:
 
     @property
     def prompt(self) -> str:
-        """What engine.Segmenter.segment takes for this class: its phrases joined by "; "."""
+        """What chimera_engine.Segmenter.segment takes for this class: its phrases joined by "; "."""
         return "; ".join(self.phrases)
 
     def to_json(self) -> dict:

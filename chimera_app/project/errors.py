@@ -1,11 +1,11 @@
 """Errors of the project store a user can cause (a damaged file, a project already open elsewhere).
 
-Both derive from engine.ChimeraError, so the app and chimera-label show their message as it is.
+Both derive from chimera_engine.ChimeraError, so the app and chimera-label show their message as it is.
 """
 
 from __future__ import annotations
 
-from engine.errors import ChimeraError
+from chimera_engine.errors import ChimeraError
 
 
 class ProjectError(ChimeraError):

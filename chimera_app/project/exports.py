@@ -1,7 +1,7 @@
 """A project's labels out as semantic COCO JSON or indexed PNG masks, and COCO JSON back in. Qt-free.
 
 Category ids: a class's stable id when the project never deleted a class (then ids are exactly
-1..N, and COCO readers, engine.formats.coco.validate_coco and the trainer need 1..N). After a
+1..N, and COCO readers, chimera_engine.formats.coco.validate_coco and the trainer need 1..N). After a
 deletion the remaining classes are numbered 1..N in the order of their stable ids, so the numbering
 never depends on the display order; every export record lists the stable id of each category
 ("category_class_ids", category k = entry k-1).
@@ -22,11 +22,11 @@ from chimera_app.project.classes import LabelClass
 from chimera_app.project.document import ImageState, LabelDocument, Provenance
 from chimera_app.project.errors import ProjectError
 from chimera_app.project.store import Project
-from engine.errors import ChimeraError
-from engine.formats.coco import CocoBuilder, validate_coco, write_coco
-from engine.formats.coco_reader import CocoFile, read_coco
-from engine.formats.png_masks import write_class_list, write_index_png
-from engine.images import read_image_size
+from chimera_engine.errors import ChimeraError
+from chimera_engine.formats.coco import CocoBuilder, validate_coco, write_coco
+from chimera_engine.formats.coco_reader import CocoFile, read_coco
+from chimera_engine.formats.png_masks import write_class_list, write_index_png
+from chimera_engine.images import read_image_size
 
 __all__ = ["ExportError", "export_coco", "export_png_masks", "import_coco"]
 
@@ -123,7 +123,7 @@ def import_coco(project: Project, path: str | os.PathLike[str]) -> dict:
     match classes by name (else by phrase, case-insensitive); missing ones are added.
 
     Everything is checked before anything changes: a malformed file or one beyond the limits of
-    engine.limits, images missing from the project, sizes that differ, overlapping masks or class
+    chimera_engine.limits, images missing from the project, sizes that differ, overlapping masks or class
     names that clash raise ExportError and change nothing. Masks are decoded one image at a time.
     A write that fails part-way (a full disk) raises ExportError naming what was imported; each
     image is saved atomically, so every image has either its old labels or the imported ones.

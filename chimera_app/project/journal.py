@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.atomic import atomic_write_bytes
+from chimera_engine.atomic import atomic_write_bytes
 
 __all__ = ["Journal", "JournalRecord"]
 

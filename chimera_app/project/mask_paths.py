@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.errors import ChimeraError
+from chimera_engine.errors import ChimeraError
 
 __all__ = ["check_png_collisions", "png_path"]
 

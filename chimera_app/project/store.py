@@ -68,12 +68,12 @@ from chimera_app.project.document import ImageState, LabelDocument
 from chimera_app.project.errors import ProjectError, ProjectLockedError
 from chimera_app.project.journal import Journal, JournalRecord
 from chimera_app.project.lock import ProjectLock
-from engine.atomic import atomic_write_json, fsync_directory, stage_bytes
-from engine.errors import ChimeraError
-from engine.formats.palette import palette
-from engine.formats.png_masks import encode_index_png, read_index_png
-from engine.images import find_images, read_image_size
-from engine.limits import check_class_count
+from chimera_engine.atomic import atomic_write_json, fsync_directory, stage_bytes
+from chimera_engine.errors import ChimeraError
+from chimera_engine.formats.palette import palette
+from chimera_engine.formats.png_masks import encode_index_png, read_index_png
+from chimera_engine.images import find_images, read_image_size
+from chimera_engine.limits import check_class_count
 
 if TYPE_CHECKING:  # typing.Self is Python 3.11+
     from typing_extensions import Self

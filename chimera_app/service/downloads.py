@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.errors import ModelNameError
-from engine.model_names import ModelName, parse_model_name
+from chimera_engine.errors import ModelNameError
+from chimera_engine.model_names import ModelName, parse_model_name
 
 
 class StopDownload(BaseException):
@@ -36,7 +36,7 @@ class Progress:
 def fetch_clip_weights(model: str, progress: Callable[[int, int], None] | None = None) -> Path:
     """Download the CLIP weights model name ``model`` (``clip:`` or ``chimera:``) needs into the
     Hugging Face cache, or find them there; returns the local file."""
-    from engine import clip_loading  # here: it imports torch and open_clip
+    from chimera_engine import clip_loading  # here: it imports torch and open_clip
 
     name = parse_model_name(model)
     if name.clip is None:
@@ -46,7 +46,7 @@ def fetch_clip_weights(model: str, progress: Callable[[int, int], None] | None =
 
 def cache_dir() -> Path:
     """The Hugging Face cache that downloads go into (shown to the user)."""
-    from engine.clip_loading import hf_cache_dir  # here: it imports torch and open_clip
+    from chimera_engine.clip_loading import hf_cache_dir  # here: it imports torch and open_clip
 
     return Path(hf_cache_dir())
 
@@ -54,7 +54,7 @@ def cache_dir() -> Path:
 def cached_clip_weights(model: ModelName) -> Path | None:
     """The cached weights of a ``clip:``/``chimera:`` model, or None; ChimeraError for an unknown
     architecture or tag. Never touches the network."""
-    from engine.clip_loading import ClipSpec, cached_weights_file
+    from chimera_engine.clip_loading import ClipSpec, cached_weights_file
 
     return cached_weights_file(ClipSpec.parse(model.clip))
 
@@ -70,7 +70,7 @@ def offline_reason(timeout: float = PROBE_SECONDS) -> str | None:
     on a helper thread that is never waited for longer than ``timeout`` (a DNS lookup can hang
     far longer than a socket timeout covers)."""
     global _probe_cache
-    from engine.clip_loading import is_offline
+    from chimera_engine.clip_loading import is_offline
 
     if is_offline():
         return "HF_HUB_OFFLINE=1 is set"

@@ -57,7 +57,7 @@ from chimera_app.service.requests import (
     ShowImage,
     StoreFeatures,
 )
-from engine.errors import ModelNameError
+from chimera_engine.errors import ModelNameError
 
 Emit = Callable[[object], None]
 
@@ -85,7 +85,7 @@ def _background_thread_setup() -> None:
 
 
 def _load_image(path: Path) -> np.ndarray:
-    from engine.images import load_image
+    from chimera_engine.images import load_image
 
     return load_image(path)
 
@@ -100,7 +100,7 @@ class EngineService:
         self.threads = threads or default_threads()
         self.cache_images = cache_images
         self.decode = decode
-        self.segmenter = None  # engine.Segmenter, once a model is loaded
+        self.segmenter = None  # chimera_engine.Segmenter, once a model is loaded
         self.min_confidence = 0.0  # the unlabeled rule, kept across model loads
         self.queue = JobQueue()
         self._rgbs = RgbCache(cache_images, rgb_cache_bytes)
@@ -214,9 +214,9 @@ class EngineService:
 
         import torch
 
-        from engine.devices import choose
-        from engine.models import build_model
-        from engine.segmenter import Segmenter
+        from chimera_engine.devices import choose
+        from chimera_engine.models import build_model
+        from chimera_engine.segmenter import Segmenter
 
         self._cancel_download.clear()
         try:

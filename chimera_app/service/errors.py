@@ -1,7 +1,7 @@
 """Exceptions → what the user is told: one classification for the app and ``chimera-label``.
 
 Kinds: ``image`` (a file that cannot be read), ``memory`` (out of CPU or GPU memory), ``model`` (a
-bad model name, missing weights, a broken checkpoint), ``engine`` (anything else: a bug, reported
+bad model name, missing weights, a broken checkpoint), ``chimera_engine`` (anything else: a bug, reported
 with its exception type so a bug report says what broke).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from engine.errors import CheckpointError, ImageLoadError, ModelNameError, WeightsNotFoundError
+from chimera_engine.errors import CheckpointError, ImageLoadError, ModelNameError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import numpy as np
 from chimera_app.project.document import ImageState
 from chimera_app.service.errors import recover
 from chimera_app.service.requests import PrelabelResult, PrelabelSummary
-from engine.class_names import parse_classes
+from chimera_engine.class_names import parse_classes
 
 
 def to_class_ids(labels: np.ndarray, class_ids: Sequence[int] | None) -> np.ndarray:
@@ -98,7 +98,7 @@ class Prelabeler:
         if class_ids is not None and len(class_ids) != len(prompts):
             raise ValueError(f"{len(class_ids)} class ids for {len(prompts)} prompts")
         if decode is None:
-            from engine.images import load_image as decode
+            from chimera_engine.images import load_image as decode
         self.items = [(str(key), Path(path)) for key, path in items]
         self.prompts = tuple(str(p) for p in prompts)
         self.background = tuple(str(p) for p in background)

@@ -19,7 +19,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # annotations only: importing them here would import torch and make a cycle
     from chimera_app.service.prelabel import Prelabeler
-    from engine.segmenter import Segmenter
+    from chimera_engine.segmenter import Segmenter
 
 INTERACTIVE, PREFETCH, BATCH = 0, 1, 2  # priorities: what the user waits for, ahead-of-time work, folder jobs
 

@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
 )
 
 from chimera_app.project.classes import ClassList, LabelClass
-from engine.class_names import normalize
-from engine.errors import ClassNameError
+from chimera_engine.class_names import normalize
+from chimera_engine.errors import ClassNameError
 
 __all__ = ["ClassPanel"]
 

@@ -23,7 +23,7 @@ from chimera_app.project.store import SaveError
 from chimera_app.service.prelabel import store_prediction
 from chimera_app.service.requests import PrelabelResult, PrelabelSummary, Segmented
 from chimera_app.session import Session
-from engine import ChimeraError
+from chimera_engine import ChimeraError
 from chimera_app.project.classes import default_color
 
 PREFETCH_AHEAD = 2  # images decoded and encoded ahead of D / A

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.errors import ChimeraError
+from chimera_engine.errors import ChimeraError
 
 __all__ = ["COCO", "PNG_MASKS", "ExportDialog"]
 

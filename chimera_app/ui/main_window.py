@@ -34,7 +34,7 @@ from chimera_app.ui.recent import RecentProjects
 from chimera_app.ui.status_bar import StatusPanel
 from chimera_app.ui.welcome import WelcomePage
 from chimera_app.worker import EngineClient
-from engine import ChimeraError
+from chimera_engine import ChimeraError
 
 __all__ = ["DEFAULT_MODEL", "PHOTO_MODEL", "TOOLS", "MainWindow"]
 
@@ -241,7 +241,7 @@ class MainWindow(QMainWindow):
         if self.model_in_use and self.model_in_use != DEFAULT_MODEL:
             return  # keep the model already loaded: it is not the shapes toy model
         from chimera_app.service.downloads import cached_clip_weights
-        from engine.model_names import parse_model_name
+        from chimera_engine.model_names import parse_model_name
 
         try:
             cached = cached_clip_weights(parse_model_name(PHOTO_MODEL)) is not None
@@ -286,7 +286,7 @@ class MainWindow(QMainWindow):
 
     # -- model ----------------------------------------------------------------------------------
     def load_model(self, name: str, device: str | None = None) -> None:
-        from engine.model_names import parse_model_name
+        from chimera_engine.model_names import parse_model_name
 
         self.model_name = name
         using = f" (still using {self.model_in_use})" if self.model_in_use else ""

@@ -34,9 +34,9 @@ from PySide6.QtWidgets import (
 )
 
 from chimera_app.service import downloads
-from engine.errors import ChimeraError
-from engine.model_names import BUNDLED as BUNDLED_NAMES
-from engine.model_names import DEFAULT_METHOD, METHODS, ModelName, parse_model_name
+from chimera_engine.errors import ChimeraError
+from chimera_engine.model_names import BUNDLED as BUNDLED_NAMES
+from chimera_engine.model_names import DEFAULT_METHOD, METHODS, ModelName, parse_model_name
 
 __all__ = ["CLIP_EXAMPLES", "DEVICES", "METHOD_TEXT", "PRECISIONS", "ModelDialog", "offline_message"]
 
@@ -76,7 +76,7 @@ def _open_file(parent: QWidget, title: str, filter_: str) -> str:
 def _read_checkpoint(path: Path) -> str:
     """A one-line description of a Chimera checkpoint, read from its header only (ChimeraError
     when the file is not one)."""
-    from engine.checkpoints import read_metadata  # here: it imports torch
+    from chimera_engine.checkpoints import read_metadata  # here: it imports torch
 
     meta = read_metadata(path)
     clip = meta.get("clip") if isinstance(meta.get("clip"), dict) else {}
@@ -233,7 +233,7 @@ class ModelDialog(QDialog):
         return next(key for key, radio in self.radios.items() if radio.isChecked())
 
     def model_name(self) -> str:
-        """What to pass to ``EngineClient.load_model`` / ``engine.load_segmenter``."""
+        """What to pass to ``EngineClient.load_model`` / ``chimera_engine.load_segmenter``."""
         key = self.choice()
         if key == "clip":
             text = self.clip_edit.text().strip()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import vit_ops
+from chimera_engine import vit_ops
 
 
 def _to_patch_grid(features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

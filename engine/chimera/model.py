@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.chimera.body import BodyConfig, DeepLabV3PlusBody
-from engine.chimera.head import CLIPSemanticHead, LinearHead
-from engine.errors import ModelNameError
+from chimera_engine.chimera.body import BodyConfig, DeepLabV3PlusBody
+from chimera_engine.chimera.head import CLIPSemanticHead, LinearHead
+from chimera_engine.errors import ModelNameError
 
 PRESETS: dict[str, BodyConfig] = {
     # The paper's body: DeepLabV3+ on ResNet-101 at output stride 8.

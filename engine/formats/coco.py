@@ -21,9 +21,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from engine import limits
-from engine.atomic import atomic_write_json
-from engine.errors import ChimeraError
+from chimera_engine import limits
+from chimera_engine.atomic import atomic_write_json
+from chimera_engine.errors import ChimeraError
 
 __all__ = ["ClassMask", "encode_label_map", "CocoBuilder", "write_coco", "validate_coco",
            "CocoFormatError", "CocoFile", "read_coco", "read_coco_label_maps"]
@@ -388,4 +388,4 @@ def validate_coco(coco: dict | str | os.PathLike[str], expected_classes: Sequenc
 
 
 # The import side (read_coco, read_coco_label_maps) lives in coco_reader; re-exported here.
-from engine.formats.coco_reader import CocoFile, read_coco, read_coco_label_maps  # noqa: E402
+from chimera_engine.formats.coco_reader import CocoFile, read_coco, read_coco_label_maps  # noqa: E402

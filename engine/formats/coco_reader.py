@@ -2,7 +2,7 @@
 
 A COCO file comes from anywhere: ``read_coco`` checks its whole structure first — types, ids,
 category names, file names, declared image sizes, polygon extents, RLE counts — and refuses it with
-a ``CocoFormatError`` (or a ``LimitError`` for a size beyond ``engine.limits``) that names the
+a ``CocoFormatError`` (or a ``LimitError`` for a size beyond ``chimera_engine.limits``) that names the
 entry. File names are normalised (``./b.png``, ``b.png`` and ``sub//b.png`` name one image), so one
 image listed twice is refused instead of silently losing one entry's labels. Label maps are then
 decoded one image at a time (``CocoFile.label_map``): memory stays one image, not the whole file.
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from engine import limits
-from engine.formats.coco import CocoFormatError, _is_id, _load_coco, _PolygonBudget, _to_rle
+from chimera_engine import limits
+from chimera_engine.formats.coco import CocoFormatError, _is_id, _load_coco, _PolygonBudget, _to_rle
 
 __all__ = ["CocoFile", "read_coco", "read_coco_label_maps", "normalise_file_name"]
 

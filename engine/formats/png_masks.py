@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from engine.atomic import atomic_write_bytes, atomic_write_json
-from engine.formats.palette import class_color, palette
-from engine.limits import check_image_size
+from chimera_engine.atomic import atomic_write_bytes, atomic_write_json
+from chimera_engine.formats.palette import class_color, palette
+from chimera_engine.limits import check_image_size
 
 __all__ = ["write_index_png", "encode_index_png", "read_index_png", "write_class_list", "CLASS_LIST_NAME"]
 

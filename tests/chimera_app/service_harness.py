@@ -10,7 +10,7 @@ import numpy as np
 
 from chimera_app.service.engine_service import EngineService
 from chimera_app.service.requests import LoadModel, ModelLoaded
-from engine.images import load_image
+from chimera_engine.images import load_image
 
 TINY = "clip:chimera-tiny/random"
 WAIT = 20.0  # seconds; generous: the test machine is shared

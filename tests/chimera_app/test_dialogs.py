@@ -13,7 +13,7 @@ from chimera_app.project.document import ImageState
 from chimera_app.ui import shortcuts
 from chimera_app.ui.dialogs import ExportDialog, ModelDialog, ShortcutSheet
 from chimera_app.ui.export_dialog import COCO, PNG_MASKS
-from engine.errors import ChimeraError, WeightsNotFoundError
+from chimera_engine.errors import ChimeraError, WeightsNotFoundError
 
 LABELLED = {ImageState.PREDICTED, ImageState.IN_PROGRESS, ImageState.VERIFIED}
 
@@ -227,7 +227,7 @@ def test_cached_unknown_local_and_checkpoint_choices(model_dialog, tmp_path):
 
 
 def test_default_cache_probes_need_no_network(qtbot):
-    from engine.clip_loading import hf_cache_dir
+    from chimera_engine.clip_loading import hf_cache_dir
 
     dialog = ModelDialog(None, current="clip:ViT-B-16/openai")  # real probes, HF_HUB_OFFLINE=1
     qtbot.addWidget(dialog)

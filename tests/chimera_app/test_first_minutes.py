@@ -77,7 +77,7 @@ def test_a_photo_folder_without_a_model_is_never_given_the_shapes_toy_model(qtbo
 
 # -- model --------------------------------------------------------------------------------------
 def test_offline_model_choice_says_so_at_once_with_both_ways_out(qtbot, monkeypatch):
-    import engine.clip_loading  # noqa: F401 -- imported already when a model runs; not part of the wait
+    import chimera_engine.clip_loading  # noqa: F401 -- imported already when a model runs; not part of the wait
 
     from chimera_app.ui.dialogs import ModelDialog
 

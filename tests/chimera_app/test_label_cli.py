@@ -13,11 +13,11 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from engine.formats.coco import validate_coco
-from engine.formats.png_masks import read_index_png
+from chimera_engine.formats.coco import validate_coco
+from chimera_engine.formats.png_masks import read_index_png
 from chimera_app.label_cli import main
-from engine.class_names import split_class_list
-from engine import load_image, load_segmenter
+from chimera_engine.class_names import split_class_list
+from chimera_engine import load_image, load_segmenter
 
 CLASSES = "red disc,green; grass,blue sky"
 
@@ -140,10 +140,10 @@ def test_torchrun_two_processes_merge_into_the_same_file(tmp_path, image_dir, ti
 
 
 def test_training_free_options_reach_the_segmenter(tmp_path, image_dir, monkeypatch):
-    import engine
+    import chimera_engine
 
     made = {}
-    real = engine.load_segmenter
+    real = chimera_engine.load_segmenter
 
     def spy(name, **kwargs):
         made.update(kwargs, name=name)

@@ -7,7 +7,7 @@ import pytest
 from chimera_app.project import ImageState, Project, Provenance, Region
 from chimera_app.service.prelabel import DecodeAhead, Prelabeler, store_prediction
 from chimera_app.service.requests import Failed, PrelabelProgress, PrelabelResult, PrelabelSummary
-from engine import ClassNameError, Segmenter, load_image
+from chimera_engine import ClassNameError, Segmenter, load_image
 
 from .service_harness import CountingDecoder, Harness, write_image
 

@@ -3,7 +3,7 @@
 import pytest
 
 from chimera_app.project.classes import ClassList
-from engine.errors import ClassNameError
+from chimera_engine.errors import ClassNameError
 from chimera_app.project.classes import default_color as class_color
 
 
@@ -101,7 +101,7 @@ def test_find_by_name_then_phrase():
 
 @pytest.mark.parametrize("text", ["big  car", "Big Car; lorry", "cat; cat", "lorry; truck"])
 def test_check_gives_the_engines_verdict_and_changes_nothing(text):
-    from engine.class_names import parse_classes
+    from chimera_engine.class_names import parse_classes
 
     classes = ClassList()
     classes.add("big car")

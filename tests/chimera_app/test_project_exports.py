@@ -19,7 +19,7 @@ from chimera_app.project.exports import (
     export_png_masks,
     import_coco,
 )
-from engine.formats.png_masks import read_index_png
+from chimera_engine.formats.png_masks import read_index_png
 
 H, W = 48, 64
 

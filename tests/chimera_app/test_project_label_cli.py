@@ -10,8 +10,8 @@ import pytest
 
 from chimera_app.label_cli import main
 from chimera_app.project import ImageState, Project, Provenance, Region
-from engine import load_image, load_segmenter
-from engine.formats.coco import validate_coco
+from chimera_engine import load_image, load_segmenter
+from chimera_engine.formats.coco import validate_coco
 
 H, W = 48, 64
 
@@ -89,7 +89,7 @@ def test_project_errors_are_reported(root, tiny_checkpoint):
     with Project.open(root):
         code, err = run("--project", root, "--classes", "x", "--model", tiny_checkpoint, "--quiet")
     assert code == 1 and "already open" in err
-    # A background word a class owns is left out (engine.background); two that clash are refused.
+    # A background word a class owns is left out (chimera_engine.background); two that clash are refused.
     code, err = run("--project", root, "--classes", "y", "--background", "X, x", "--model", tiny_checkpoint)
     assert code == 2 and "'x'" in err  # a class-list error: exit 2
     with Project.open(root) as project:

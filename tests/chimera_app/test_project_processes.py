@@ -16,14 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 H, W = 48, 64
 EDITS = 120
 
-# engine/__init__ imports torch and open_clip (seconds); the store needs only engine's torch-free
-# submodules, so the child registers the package without running its __init__ and starts in ~0.3 s.
+# ``import chimera_engine`` is lazy (no torch until a model is built), so the child starts in ~0.3 s.
 PRELUDE = f"""
-import sys, types
-sys.path.insert(0, {str(REPO)!r})
-engine = types.ModuleType("engine")
-engine.__path__ = [{str(REPO / "engine")!r}]
-sys.modules["engine"] = engine
 import numpy as np
 from chimera_app.project import Project, Region
 """

@@ -20,7 +20,7 @@ from chimera_app.project import (
     Provenance,
     Region,
 )
-from engine.errors import ChimeraError
+from chimera_engine.errors import ChimeraError
 
 H, W = 48, 64
 

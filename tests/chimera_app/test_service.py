@@ -29,7 +29,7 @@ from chimera_app.service.requests import (
     SetOptions,
     ShowImage,
 )
-from engine import CheckpointError, ImageLoadError, Segmenter, WeightsNotFoundError
+from chimera_engine import CheckpointError, ImageLoadError, Segmenter, WeightsNotFoundError
 
 from .service_harness import TINY, CountingDecoder, Harness, write_image
 

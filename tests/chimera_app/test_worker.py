@@ -12,7 +12,7 @@ from PySide6.QtCore import QTimer
 
 from chimera_app.service.requests import PrelabelSummary
 from chimera_app.worker import EngineClient
-from engine import Segmenter, WeightsNotFoundError, clip_loading
+from chimera_engine import Segmenter, WeightsNotFoundError, clip_loading
 
 from .service_harness import CountingDecoder, write_image as _write
 

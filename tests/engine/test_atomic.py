@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from engine import atomic
-from engine.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from chimera_engine import atomic
+from chimera_engine.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def _no_temp_files(directory) -> bool:

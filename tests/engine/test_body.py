@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from engine.chimera.body import BodyConfig, DeepLabV3PlusBody
+from chimera_engine.chimera.body import BodyConfig, DeepLabV3PlusBody
 
 
 def small_cfg(**kw) -> BodyConfig:

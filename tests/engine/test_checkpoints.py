@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine import checkpoints, load_segmenter
-from engine.chimera.model import ChimeraConfig, preset
-from engine.errors import CheckpointError
-from engine.models import build_model, chimera_model, load_model, save_model
+from chimera_engine import checkpoints, load_segmenter
+from chimera_engine.chimera.model import ChimeraConfig, preset
+from chimera_engine.errors import CheckpointError
+from chimera_engine.models import build_model, chimera_model, load_model, save_model
 
 
 def _rgb(seed=0):
@@ -19,8 +19,8 @@ def _rgb(seed=0):
 
 
 def _features(model, rgb):
-    from engine.devices import DeviceChoice
-    from engine.segmenter import Segmenter
+    from chimera_engine.devices import DeviceChoice
+    from chimera_engine.segmenter import Segmenter
 
     seg = Segmenter(model, DeviceChoice(torch.device("cpu"), torch.float32, "test"))
     seg.set_image(rgb)

@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
-from engine import vit_ops
-from engine.chimera.head import CLIPSemanticHead
-from engine.chimera.model import ChimeraConfig, ChimeraSeg, preset
-from engine.errors import ModelNameError
+from chimera_engine import vit_ops
+from chimera_engine.chimera.head import CLIPSemanticHead
+from chimera_engine.chimera.model import ChimeraConfig, ChimeraSeg, preset
+from chimera_engine.errors import ModelNameError
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from engine.class_names import normalize, parse_class, parse_classes, phrase_key, split_phrases
-from engine.errors import ClassNameError
+from chimera_engine.class_names import normalize, parse_class, parse_classes, phrase_key, split_phrases
+from chimera_engine.errors import ClassNameError
 
 
 def test_phrases_are_split_and_whitespace_folded():
@@ -69,7 +69,7 @@ def test_the_engine_and_the_project_give_a_draft_the_same_verdict(draft):
 
 
 def test_the_grammar_imports_nothing_heavy():
-    code = ("import sys, engine.class_names, engine.errors, engine.model_names; "
+    code = ("import sys, chimera_engine.class_names, chimera_engine.errors, chimera_engine.model_names; "
             "heavy = sorted(m for m in ('torch', 'numpy', 'open_clip', 'cv2') if m in sys.modules); "
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -79,9 +79,9 @@ def test_the_grammar_imports_nothing_heavy():
 def test_class_lists_are_bounded():
     import pytest
 
-    from engine.class_names import parse_classes
-    from engine.errors import ClassNameError
-    from engine.limits import MAX_CLASSES
+    from chimera_engine.class_names import parse_classes
+    from chimera_engine.errors import ClassNameError
+    from chimera_engine.limits import MAX_CLASSES
 
     assert len(parse_classes([f"class {i}" for i in range(MAX_CLASSES)])) == MAX_CLASSES
     with pytest.raises(ClassNameError, match="limit"):

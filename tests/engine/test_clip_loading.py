@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine import load_segmenter
-from engine.clip_loading import ClipSpec, create_clip, fetch_weights
-from engine.devices import choose, resolve_device
-from engine.errors import ModelNameError, WeightsNotFoundError
-from engine.models import build_model
+from chimera_engine import load_segmenter
+from chimera_engine.clip_loading import ClipSpec, create_clip, fetch_weights
+from chimera_engine.devices import choose, resolve_device
+from chimera_engine.errors import ModelNameError, WeightsNotFoundError
+from chimera_engine.models import build_model
 
 
 def test_spec_parsing():
@@ -86,7 +86,7 @@ def test_device_choice_reports_why():
 
 
 def test_download_progress_reaches_the_callback():
-    from engine.clip_loading import _progress_tqdm
+    from chimera_engine.clip_loading import _progress_tqdm
 
     seen = []
     bar_class = _progress_tqdm(lambda done, total: seen.append((done, total)))

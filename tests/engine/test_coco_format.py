@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from engine.formats.coco import (ClassMask, CocoBuilder, encode_label_map, read_coco_label_maps,
+from chimera_engine.formats.coco import (ClassMask, CocoBuilder, encode_label_map, read_coco_label_maps,
                                      validate_coco, write_coco)
 
 # pycocotools' decode trips a NumPy 2 deprecation inside its own C extension; not ours to fix.

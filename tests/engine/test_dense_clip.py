@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import resize_pos_embed
 
-from engine import last_block, vit_ops
-from engine.dense_clip import DenseCLIP
+from chimera_engine import last_block, vit_ops
+from chimera_engine.dense_clip import DenseCLIP
 
 
 def _images(size, batch=2, seed=0):

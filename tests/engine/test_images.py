@@ -1,4 +1,4 @@
-"""Tests of engine.images: decoding, conversion to 8-bit RGB, orientation, errors, listing."""
+"""Tests of chimera_engine.images: decoding, conversion to 8-bit RGB, orientation, errors, listing."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from engine import images
-from engine.errors import ChimeraError, ImageLoadError
-from engine.images import IMAGE_SUFFIXES, find_images, load_image, read_image_size, to_rgb8
+from chimera_engine import images
+from chimera_engine.errors import ChimeraError, ImageLoadError
+from chimera_engine.images import IMAGE_SUFFIXES, find_images, load_image, read_image_size, to_rgb8
 
 
 def _check_rgb8(array: np.ndarray, height: int, width: int) -> None:

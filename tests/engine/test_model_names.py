@@ -2,8 +2,8 @@
 
 import pytest
 
-from engine.errors import ModelNameError
-from engine.model_names import DEFAULT_METHOD, parse_model_name
+from chimera_engine.errors import ModelNameError
+from chimera_engine.model_names import DEFAULT_METHOD, parse_model_name
 
 
 def test_clip_names_with_and_without_method():

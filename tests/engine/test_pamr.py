@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import pamr
-from engine.background import background_prompts
-from engine.scoring import ScoringRule, label_maps
+from chimera_engine import pamr
+from chimera_engine.background import background_prompts
+from chimera_engine.scoring import ScoringRule, label_maps
 
 
 def _reference_pamr(image: np.ndarray, scores: np.ndarray, steps: int, dilations) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.formats.png_masks import read_index_png, write_class_list, write_index_png
-from engine.formats.palette import class_color, palette
+from chimera_engine.formats.png_masks import read_index_png, write_class_list, write_index_png
+from chimera_engine.formats.palette import class_color, palette
 
 
 def test_voc_palette():

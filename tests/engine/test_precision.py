@@ -5,7 +5,7 @@ import json
 import torch
 from torch import nn
 
-from engine import devices, precision
+from chimera_engine import devices, precision
 
 
 class _Encoder(nn.Module):

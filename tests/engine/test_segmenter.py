@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import scoring, tiling
-from engine.errors import ClassNameError
-from engine.scoring import ScoringRule, label_maps
+from chimera_engine import scoring, tiling
+from chimera_engine.errors import ClassNameError
+from chimera_engine.scoring import ScoringRule, label_maps
 
 
 def _image(h, w, seed=0):
@@ -214,7 +214,7 @@ def test_quick_text_embeds_only_new_names_with_one_template(tiny_segmenter):
 
 
 def test_cpu_fp32_stores_dense_clip_weights_in_fp16_and_computes_in_fp32():
-    from engine import load_segmenter
+    from chimera_engine import load_segmenter
 
     rgb = _image(64, 96)
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.text import TextEncoder, encode_text_trimmed, load_templates, parse_classes, split_phrases
+from chimera_engine.text import TextEncoder, encode_text_trimmed, load_templates, parse_classes, split_phrases
 
 
 def test_trimmed_text_encoding_is_identical_to_open_clip(tiny_clip):
@@ -71,7 +71,7 @@ def test_shared_prefix_encoding_equals_whole_prompts(tiny_clip):
     """Each template's words before the class run once; the result must equal the whole prompts."""
     import open_clip
 
-    from engine.prompt_prefix import PrefixCache
+    from chimera_engine.prompt_prefix import PrefixCache
 
     tok = open_clip.get_tokenizer("ViT-B-16")
     templates = load_templates("openai80")[:20] + ["{} in the scene.", "a photo of a ({}).", "{}"]

@@ -2,7 +2,7 @@
 
 import torch
 
-from engine import threads
+from chimera_engine import threads
 
 
 def test_threads_follow_other_processes_load(monkeypatch):
@@ -52,7 +52,7 @@ def test_importing_engine_makes_openmp_threads_sleep_at_barriers_unless_the_user
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = "import engine, os; print(os.environ['OMP_WAIT_POLICY'])"
+    code = "import chimera_engine, os; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "PASSIVE"
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},

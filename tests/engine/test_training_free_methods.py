@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import last_block, vit_ops
-from engine.dense_clip import DenseCLIP
-from engine.neighbourhood import gaussian_prior
+from chimera_engine import last_block, vit_ops
+from chimera_engine.dense_clip import DenseCLIP
+from chimera_engine.neighbourhood import gaussian_prior
 
 
 def _explicit_prior(gh: int, gw: int, std: float) -> torch.Tensor:
@@ -140,7 +140,7 @@ def test_method_defaults_are_the_authors():
 
 
 def test_model_names_carry_the_method_and_its_settings(tmp_path):
-    from engine.models import build_model, load_model, save_model
+    from chimera_engine.models import build_model, load_model, save_model
 
     model = build_model("clip:ViT-B-16/random+clearclip")
     assert model.encoder.method == "clearclip" and model.logit_scale == 50 and model.templates == "openai80"
@@ -154,7 +154,7 @@ def test_model_names_carry_the_method_and_its_settings(tmp_path):
 
 
 def test_bundled_shapes_clip_takes_a_method_and_keeps_its_prompts():
-    from engine.models import build_model
+    from chimera_engine.models import build_model
 
     plain, naclip = build_model("shapes-clip"), build_model("shapes-clip+naclip")
     assert plain.encoder.method == "maskclip"  # the file predates methods: its value-only last block

@@ -48,7 +48,7 @@ def tiny_model_file(tmp_path_factory) -> Path:
     """A valid tiny dense-CLIP checkpoint (random weights): the base every crafted one starts from."""
     import torch
 
-    from engine.models import build_model, save_model
+    from chimera_engine.models import build_model, save_model
 
     torch.manual_seed(3)
     return save_model(build_model("clip:chimera-tiny/random"), tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
@@ -58,7 +58,7 @@ def craft_checkpoint(base: Path, out: Path, edit=None, tensors_edit=None, raw_me
     """A copy of ``base`` with its metadata edited by ``edit(meta)`` (or replaced by ``raw_meta``)."""
     from safetensors.torch import load_file, save
 
-    from engine.checkpoints import METADATA_KEY, read_metadata
+    from chimera_engine.checkpoints import METADATA_KEY, read_metadata
 
     tensors = load_file(str(base))
     meta = read_metadata(base)

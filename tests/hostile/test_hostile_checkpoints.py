@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.clip_loading import ClipSpec, create_clip
-from engine.errors import CheckpointError, WeightsNotFoundError
-from engine.models import build_model, load_model
+from chimera_engine.clip_loading import ClipSpec, create_clip
+from chimera_engine.errors import CheckpointError, WeightsNotFoundError
+from chimera_engine.models import build_model, load_model
 from tests.hostile.conftest import craft_checkpoint, write_evil_pickle
 
 
@@ -165,7 +165,7 @@ def test_pt_clip_weights_of_the_wrong_architecture(tmp_path):
 
 
 def test_chimera_body_on_an_unknown_backbone(tmp_path):
-    from engine.models import save_model
+    from chimera_engine.models import save_model
 
     torch.manual_seed(0)
     model = build_model("chimera:tiny/chimera-tiny/random")

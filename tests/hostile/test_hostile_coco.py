@@ -11,8 +11,8 @@ import pytest
 
 from chimera_app.project import Project
 from chimera_app.project.exports import ExportError, import_coco
-from engine import limits
-from engine.formats.coco_reader import read_coco
+from chimera_engine import limits
+from chimera_engine.formats.coco_reader import read_coco
 from tests.hostile.conftest import labelled
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import images, limits
-from engine.errors import ImageLoadError
-from engine.images import find_images, load_image, read_image_size
+from chimera_engine import images, limits
+from chimera_engine.errors import ImageLoadError
+from chimera_engine.images import find_images, load_image, read_image_size
 from tests.hostile.conftest import write_png
 
 
@@ -188,14 +188,14 @@ def test_a_project_names_the_links_its_folder_walk_skipped(tmp_path):
 
 
 def test_training_label_declaring_400_megapixels(tmp_path, no_pixel_decoding):
-    from trainer.data.datasets import read_label
+    from chimera_trainer.data.datasets import read_label
 
     with pytest.raises(ImageLoadError, match="too large"):
         read_label(_png_declaring(tmp_path / "label.png", 20000, 20000))
 
 
 def test_shapes_class_file_with_numbers_for_names(tmp_path):
-    from trainer.data.datasets import DatasetLayoutError, load_info
+    from chimera_trainer.data.datasets import DatasetLayoutError, load_info
 
     (tmp_path / "split.json").write_text('{"classes": [1, 2], "unseen": []}')
     with pytest.raises(DatasetLayoutError, match="class names must be text"):
@@ -211,7 +211,7 @@ def test_opencv_decode_limit_is_ours_where_the_engine_loads_it_first(tmp_path):
     from tests.hostile.conftest import REPO
 
     path = _png_declaring(tmp_path / "bomb.png", 25000, 10000)
-    code = ("import sys, numpy as np, engine.images, cv2\n"
+    code = ("import sys, numpy as np, chimera_engine.images, cv2\n"
             "try:\n    cv2.imdecode(np.fromfile(sys.argv[1], np.uint8), cv2.IMREAD_UNCHANGED)\n"
             "except cv2.error as exc:\n    print('refused' if 'pixels' in str(exc) else exc)\n")
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}

@@ -3,7 +3,7 @@ message naming the problem, exit 2 for bad arguments and 1 for failures, never a
 run's saved checkpoint never lost.
 
 The cases run through the real entry point in a subprocess: one console-script run, and one batch
-process that calls ``trainer.cli.main`` per case (each fresh interpreter costs seconds of imports).
+process that calls ``chimera_trainer.cli.main`` per case (each fresh interpreter costs seconds of imports).
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def shapes_cli(tmp_path_factory):
     """A 4-image shapes data root, the bad files the cases name, and runs with damaged states."""
     import torch
 
-    from engine.clip_loading import bundled_model_path
-    from trainer.shapes import write_dataset
+    from chimera_engine.clip_loading import bundled_model_path
+    from chimera_trainer.shapes import write_dataset
 
     tmp = tmp_path_factory.mktemp("cli")
     write_dataset(tmp / "data" / "train", 4, seed=0, size=64, workers=1)
@@ -88,7 +88,7 @@ def _argv(tmp: Path, extra: list[str]) -> list[str]:
 
 _BATCH = """
 import contextlib, io, json, sys, traceback
-from trainer.cli import main
+from chimera_trainer.cli import main
 results = []
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()
@@ -126,7 +126,7 @@ def test_bad_training_invocation(batch_results, case, status, words):
 
 
 def test_damaged_runs_keep_their_checkpoint(batch_results, shapes_cli):
-    from engine.clip_loading import bundled_model_path
+    from chimera_engine.clip_loading import bundled_model_path
 
     for run in ("corrupt_run", "foreign_run"):
         assert (shapes_cli / run / "model.safetensors").read_bytes() == bundled_model_path("shapes-chimera").read_bytes()
@@ -154,8 +154,8 @@ def test_full_disk_while_training_keeps_the_last_checkpoint(shapes_cli, tmp_path
 
     import torch
 
-    from trainer import run_state
-    from trainer.cli import main
+    from chimera_trainer import run_state
+    from chimera_trainer.cli import main
 
     run = tmp_path / "run"
     real_save, calls = run_state.save_model, []
@@ -178,7 +178,7 @@ def test_full_disk_while_training_keeps_the_last_checkpoint(shapes_cli, tmp_path
 
 
 def test_a_bad_argument_answers_before_torch_is_imported(tmp_path):
-    code = ("import sys\nfrom trainer.cli import main\n"
+    code = ("import sys\nfrom chimera_trainer.cli import main\n"
             "code = main(['zss', '--dataset', 'shapes', '--data-root', '.', '--out', sys.argv[1], '--set', 'lr=abc'])\n"
             "print(code, ','.join(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules) or 'none')\n")
     done = run_python(code, str(tmp_path / "run"))

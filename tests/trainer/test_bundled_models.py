@@ -4,11 +4,11 @@ drawn with a seed no training or evaluation of the recipe ever used."""
 import numpy as np
 import pytest
 
-from engine import load_segmenter
-from engine.checkpoints import read_metadata
-from engine.clip_loading import bundled_model_path
-from trainer.metrics import ConfusionMatrix
-from trainer.shapes import SHAPE_CLASSES, SPLIT, sample
+from chimera_engine import load_segmenter
+from chimera_engine.checkpoints import read_metadata
+from chimera_engine.clip_loading import bundled_model_path
+from chimera_trainer.metrics import ConfusionMatrix
+from chimera_trainer.shapes import SHAPE_CLASSES, SPLIT, sample
 
 HELD_OUT_SEED = 424242  # never a training (0), validation (1), demo (7) or benchmark seed
 IMAGES = 60

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import torch
 
-from engine import load_segmenter
-from engine.checkpoints import read_metadata
-from engine.tiling import to_tensor
-from trainer.clip_pretrain import SceneBank, caption_matches, contrastive_loss, pretrain, report_path
-from trainer.shapes import SHAPE_CLASSES
+from chimera_engine import load_segmenter
+from chimera_engine.checkpoints import read_metadata
+from chimera_engine.tiling import to_tensor
+from chimera_trainer.clip_pretrain import SceneBank, caption_matches, contrastive_loss, pretrain, report_path
+from chimera_trainer.shapes import SHAPE_CLASSES
 
 
 def test_contrastive_loss_prefers_matching_pairs():
@@ -32,7 +32,7 @@ def test_contrastive_loss_stops_rewarding_telling_matching_pairs_apart():
 
 
 def _counts(*pairs):
-    from trainer.clip_pretrain import _pair_counts
+    from chimera_trainer.clip_pretrain import _pair_counts
     return _pair_counts(list(pairs))
 
 
@@ -82,7 +82,7 @@ def test_pretrain_writes_loadable_weights_and_report(tmp_path):
 
 
 def test_bundle_quick_builds_two_self_contained_models(tmp_path):
-    from trainer.bundle import build_bundled_models
+    from chimera_trainer.bundle import build_bundled_models
 
     report = build_bundled_models(tmp_path / "models", tmp_path / "work", quick=True)
     files = report["files"]

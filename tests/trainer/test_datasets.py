@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.data import (
+from chimera_trainer.data import (
     COCO_STUFF_LAYOUT,
     SHAPES_LAYOUT,
     VOC_LAYOUT,

@@ -16,13 +16,13 @@ import torch
 from PIL import Image
 
 from chimera_app.project import Project, Provenance, Region
-from engine.models import build_model, load_model, save_model
-from engine.tiling import InferenceConfig
-from trainer.cli import main as train_main
-from trainer.finetune import FinetuneOptions, finetune
-from trainer.finetune_eval import blend
-from trainer.project_data import IGNORE, read_snapshot
-from trainer.shapes import SHAPE_CLASSES, sample
+from chimera_engine.models import build_model, load_model, save_model
+from chimera_engine.tiling import InferenceConfig
+from chimera_trainer.cli import main as train_main
+from chimera_trainer.finetune import FinetuneOptions, finetune
+from chimera_trainer.finetune_eval import blend
+from chimera_trainer.project_data import IGNORE, read_snapshot
+from chimera_trainer.shapes import SHAPE_CLASSES, sample
 
 CLASSES = ["circle", "square", "triangle"]
 REPO = Path(__file__).resolve().parents[2]
@@ -141,8 +141,8 @@ def test_pixels_nobody_decided_are_ignored(tmp_path):
     inner = item.target[8:-8, 8:-8]
     assert np.isin(inner, [0, 1, 2, 3, IGNORE]).all() and (inner != IGNORE).mean() > 0.9
 
-    from trainer.finetune_train import training_stream
-    from trainer.config import TrainConfig
+    from chimera_trainer.finetune_train import training_stream
+    from chimera_trainer.config import TrainConfig
 
     cfg = TrainConfig(crop_size=32, resize_scale=(128, 32))
     model = build_model("chimera:tiny/chimera-tiny/random")
@@ -154,7 +154,7 @@ def test_pixels_nobody_decided_are_ignored(tmp_path):
 
 
 def test_only_project_class_names_are_embedded(base_checkpoint, tmp_path, monkeypatch):
-    from engine import text
+    from chimera_engine import text
 
     embedded = []
     original = text.TextEncoder._encode_phrases
@@ -219,7 +219,7 @@ def test_a_killed_finetune_leaves_the_active_model_and_the_project_intact(base_c
     args = ["--project", str(root), "--device", "cpu", "--iterations", "400", "--batch-size", "2",
             "--holdout", "0.34", "--set", "checkpoint_every=1", "--set", "log_every=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "trainer.cli", "finetune", *args, "--progress", "json"],
+    proc = subprocess.Popen([sys.executable, "-m", "chimera_trainer.cli", "finetune", *args, "--progress", "json"],
                             cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         _wait_for_step(proc, 2)
@@ -247,7 +247,7 @@ def test_ctrl_c_saves_and_exits_130(base_checkpoint, tmp_path):
     make_project(root, 3, 3, model=base_checkpoint)
     args = ["--project", str(root), "--device", "cpu", "--iterations", "400", "--batch-size", "2",
             "--holdout", "0.34", "--progress", "json"]
-    proc = subprocess.Popen([sys.executable, "-m", "trainer.cli", "finetune", *args], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "chimera_trainer.cli", "finetune", *args], cwd=REPO,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -264,7 +264,7 @@ def test_ctrl_c_saves_and_exits_130(base_checkpoint, tmp_path):
 
 
 def test_version_index_switches_rolls_back_and_never_reuses_a_name(tmp_path):
-    from trainer.finetune_versions import VersionIndexError, active_checkpoint, add_version, read_index, set_active
+    from chimera_trainer.finetune_versions import VersionIndexError, active_checkpoint, add_version, read_index, set_active
 
     def write(name, checkpoint, metrics):
         checkpoint.write_bytes(name.encode())
@@ -297,8 +297,8 @@ def test_two_gloo_processes_fine_tune_like_one(tmp_path):
     import dataclasses
     import shutil
 
-    from engine.chimera.model import ChimeraConfig, preset
-    from engine.models import chimera_model
+    from chimera_engine.chimera.model import ChimeraConfig, preset
+    from chimera_engine.models import chimera_model
 
     torch.manual_seed(5)  # no dropout: its masks are drawn per process
     body = dataclasses.replace(preset("tiny"), dropout=0.0)
@@ -312,7 +312,7 @@ def test_two_gloo_processes_fine_tune_like_one(tmp_path):
     args = ["finetune", "--project", str(two), "--iterations", "3", "--batch-size", "2", "--device", "cpu",
             "--holdout", "0.34", "--alpha", "1.0", "--progress", "none"]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29547", "-m", "trainer.cli", *args], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           "29547", "-m", "chimera_trainer.cli", *args], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_model(one / ".chimera" / "models" / "v1.safetensors").encoder.state_dict()
@@ -322,8 +322,8 @@ def test_two_gloo_processes_fine_tune_like_one(tmp_path):
 
 
 def test_a_save_in_flight_is_waited_for_and_its_state_counts(tmp_path, monkeypatch):
-    import trainer.project_data as project_data
-    from trainer.project_data import ProjectDataError
+    import chimera_trainer.project_data as project_data
+    from chimera_trainer.project_data import ProjectDataError
 
     root = tmp_path / "proj"
     make_project(root, 3, 2)

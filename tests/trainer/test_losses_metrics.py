@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer import losses
-from trainer.metrics import ConfusionMatrix
-from trainer.optim import lr_factor, parameter_groups
+from chimera_trainer import losses
+from chimera_trainer.metrics import ConfusionMatrix
+from chimera_trainer.optim import lr_factor, parameter_groups
 
 
 def _unit(*shape, dim=1, seed=0):

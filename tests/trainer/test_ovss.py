@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from trainer.data import ovss
-from trainer.metrics import ConfusionMatrix
+from chimera_trainer.data import ovss
+from chimera_trainer.metrics import ConfusionMatrix
 
 SIZE = (40, 56)  # h, w
 
@@ -82,7 +82,7 @@ def test_a_perfect_prediction_scores_100(tmp_path):
 
 
 def test_missing_set_names_its_layout(tmp_path):
-    from trainer.data.datasets import DatasetLayoutError
+    from chimera_trainer.data.datasets import DatasetLayoutError
 
     with pytest.raises(DatasetLayoutError, match="ADEChallengeData2016|annotations/validation"):
         ovss.dataset("ade20k", tmp_path)

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from engine.formats.coco import validate_coco
-from engine.formats.png_masks import read_index_png
-from trainer.shapes import SHAPE_CLASSES, SPLIT, Sample, render_sample, sample, write_dataset
-from trainer.shapes.draw import shape_alpha
-from trainer.shapes.world import CAPTION_TEMPLATES, COLORS, MIN_VISIBLE
+from chimera_engine.formats.coco import validate_coco
+from chimera_engine.formats.png_masks import read_index_png
+from chimera_trainer.shapes import SHAPE_CLASSES, SPLIT, Sample, render_sample, sample, write_dataset
+from chimera_trainer.shapes.draw import shape_alpha
+from chimera_trainer.shapes.world import CAPTION_TEMPLATES, COLORS, MIN_VISIBLE
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 

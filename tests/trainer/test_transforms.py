@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import (
+from chimera_trainer.data import (
     Compose,
     Normalize,
     Pad,

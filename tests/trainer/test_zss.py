@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
-from engine.models import load_model
-from trainer.cli import main as train_main
-from trainer.config import TrainConfig
-from trainer.data.datasets import build_dataset, load_info
-from trainer.shapes import SPLIT, write_dataset
-from trainer.zss import train
+from chimera_engine.models import load_model
+from chimera_trainer.cli import main as train_main
+from chimera_trainer.config import TrainConfig
+from chimera_trainer.data.datasets import build_dataset, load_info
+from chimera_trainer.shapes import SPLIT, write_dataset
+from chimera_trainer.zss import train
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _weights(model):
 
 
 def test_unseen_class_names_never_reach_training(shapes_root, tmp_path, monkeypatch):
-    from engine import text
+    from chimera_engine import text
 
     seen_phrases = []
     original = text.TextEncoder._encode_phrases
@@ -64,7 +64,7 @@ def test_unseen_class_names_never_reach_training(shapes_root, tmp_path, monkeypa
 
 
 def test_training_labels_hold_only_seen_ids(shapes_root):
-    from trainer.train_data import ZeroShotTrainSet
+    from chimera_trainer.train_data import ZeroShotTrainSet
 
     info = load_info("shapes", shapes_root / "train")
     data = ZeroShotTrainSet(build_dataset("shapes", shapes_root / "train", "train"), info, 64,

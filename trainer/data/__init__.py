@@ -1,6 +1,6 @@
 """Datasets (VOC 2012 aug, COCO-Stuff 164k, shapes) and the ZegCLIP/mmseg augmentation pipeline."""
 
-from trainer.data.datasets import (
+from chimera_trainer.data.datasets import (
     COCO_STUFF_LAYOUT,
     SHAPES_LAYOUT,
     VOC_LAYOUT,
@@ -15,7 +15,7 @@ from trainer.data.datasets import (
     voc_dataset,
     zero_shot_labels,
 )
-from trainer.data.transforms import (
+from chimera_trainer.data.transforms import (
     Compose,
     Normalize,
     Pad,

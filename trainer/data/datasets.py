@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.errors import ChimeraError, ClassNameError, ImageLoadError
-from engine.limits import ImageTooLargeError, check_image_size
-from engine.images import load_image
+from chimera_engine.errors import ChimeraError, ClassNameError, ImageLoadError
+from chimera_engine.limits import ImageTooLargeError, check_image_size
+from chimera_engine.images import load_image
 
 PathLike = str | os.PathLike[str]
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
@@ -126,7 +126,7 @@ class DatasetInfo:
 
 
 def load_info(name: str, root: PathLike | None = None) -> DatasetInfo:
-    """Class list of "voc" / "coco-stuff" (from resources), or of "shapes" (from ``root/split.json``)."""
+    """Class list of "voc" / "coco-stuff" (from chimera_resources), or of "shapes" (from ``root/split.json``)."""
     if name == "shapes":
         if root is None:
             raise ValueError("load_info('shapes') needs the dataset folder (root) holding split.json")
@@ -146,7 +146,7 @@ def load_info(name: str, root: PathLike | None = None) -> DatasetInfo:
         return info
     if name not in _INFO_FILES:
         raise DatasetNameError(f"unknown dataset '{name}'; known: voc, coco-stuff, shapes")
-    data = json.loads((resources.files("resources") / "datasets" / _INFO_FILES[name]).read_text("utf-8"))
+    data = json.loads((resources.files("chimera_resources") / "datasets" / _INFO_FILES[name]).read_text("utf-8"))
     return DatasetInfo(data["name"], data["classes"], data["unseen"], int(data.get("ignore_index", 255)))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.datasets import DatasetInfo, DatasetLayoutError, SegmentationDataset, label_table
+from chimera_trainer.data.datasets import DatasetInfo, DatasetLayoutError, SegmentationDataset, label_table
 
 VOC_LAYOUT = """\
 <root>/VOCdevkit/VOC2012/
@@ -68,7 +68,7 @@ class Benchmark:
 
     def classes(self) -> list[str]:
         """The object / stuff classes scored against each other (the background not included)."""
-        text = (resources.files("resources") / "datasets" / "ovss" / f"{self.name}.txt").read_text("utf-8")
+        text = (resources.files("chimera_resources") / "datasets" / "ovss" / f"{self.name}.txt").read_text("utf-8")
         return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
 
     def info(self) -> DatasetInfo:

@@ -9,7 +9,7 @@ the ``SPLIT["seen"]`` classes only and evaluated on seen and ``SPLIT["unseen"]``
 heart, hexagon): it can only segment those through what CLIP learned from captions.
 
 Everything is deterministic per ``(seed, index)`` (``sample``), so a dataset of any size, written
-by workers in any order, holds the same images. Shapes are drawn by ``trainer.shapes.draw``:
+by workers in any order, holds the same images. Shapes are drawn by ``chimera_trainer.shapes.draw``:
 objects are 25-55 % of the image side, anti-aliased, rotated at random (hearts only a little, so
 they stay hearts), painted in order so later shapes occlude earlier ones; the label map holds what
 is visible (0 = background, k = 1 + index in ``SHAPE_CLASSES``). A shape left with < 3 % of its
@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from engine.atomic import atomic_write_json
-from engine.formats.coco import ClassMask, CocoBuilder, encode_label_map, write_coco
-from engine.formats.png_masks import write_index_png
-from trainer.shapes.draw import background, shape_alpha
+from chimera_engine.atomic import atomic_write_json
+from chimera_engine.formats.coco import ClassMask, CocoBuilder, encode_label_map, write_coco
+from chimera_engine.formats.png_masks import write_index_png
+from chimera_trainer.shapes.draw import background, shape_alpha
 
 __all__ = ["SHAPE_CLASSES", "SPLIT", "COLORS", "CAPTION_TEMPLATES", "Shape", "Sample",
            "render_sample", "sample", "make_caption", "describe", "write_dataset"]
