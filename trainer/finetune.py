@@ -12,8 +12,8 @@
 4. Blend base and fine-tuned weights (WiSE-FT), α chosen on the held-out images
    (``chimera_trainer.finetune_eval``), and report mIoU and pixels-to-change before and after.
 5. Write ``vN.safetensors`` + ``vN.json`` into the project's models folder and list it in its index
-   (``chimera_trainer.finetune_versions``); nothing is overwritten, and the active version only changes with
-   ``--activate``.
+   (``chimera_engine.formats.model_versions``, shared with the app); nothing is overwritten, and the
+   active version only changes with ``--activate``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from chimera_trainer.finetune_eval import (ALPHA_GRID, ALPHA_TOLERANCE, blend, c
                                    held_out_segmenter)
 from chimera_trainer.finetune_progress import Progress
 from chimera_trainer.finetune_train import train_steps, training_stream
-from chimera_trainer.finetune_versions import active_checkpoint, add_version, models_dir
+from chimera_engine.formats.model_versions import active_checkpoint, add_version, models_dir
 from chimera_trainer.project_data import IGNORE, ProjectSnapshot, VerifiedImage, read_journal, read_snapshot
 from chimera_trainer.run_state import RunDir
 

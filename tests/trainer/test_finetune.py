@@ -263,36 +263,6 @@ def test_ctrl_c_saves_and_exits_130(base_checkpoint, tmp_path):
     assert not (root / ".chimera" / "models").exists()
 
 
-def test_version_index_switches_rolls_back_and_never_reuses_a_name(tmp_path):
-    from chimera_trainer.finetune_versions import VersionIndexError, active_checkpoint, add_version, read_index, set_active
-
-    def write(name, checkpoint, metrics):
-        checkpoint.write_bytes(name.encode())
-        metrics.write_text("{}")
-        return {"alpha": 0.5}
-
-    assert read_index(tmp_path)["versions"] == [] and active_checkpoint(tmp_path) is None
-    assert add_version(tmp_path, write)["name"] == "v1"
-    assert add_version(tmp_path, write, activate=True)["name"] == "v2"
-    assert active_checkpoint(tmp_path) == tmp_path / "v2.safetensors"
-    set_active(tmp_path, "v1")  # roll back
-    assert active_checkpoint(tmp_path) == tmp_path / "v1.safetensors"
-    set_active(tmp_path, None)  # back to the project's own model choice
-    assert active_checkpoint(tmp_path) is None
-    with pytest.raises(VersionIndexError):
-        set_active(tmp_path, "v9")
-    (tmp_path / "v3.safetensors").write_bytes(b"orphan of a killed run")  # files, not in the index
-
-    def fail(name, checkpoint, metrics):
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        add_version(tmp_path, fail)
-    assert [v["name"] for v in read_index(tmp_path)["versions"]] == ["v1", "v2"]
-    assert add_version(tmp_path, write)["name"] == "v4"
-    assert (tmp_path / "v3.safetensors").read_bytes() == b"orphan of a killed run"
-
-
 def test_two_gloo_processes_fine_tune_like_one(tmp_path):
     import dataclasses
     import shutil
