@@ -29,9 +29,11 @@ from chimera_app.ui.canvas import Canvas
 from chimera_app.ui.class_panel import ClassPanel
 from chimera_app.ui.controller import AnnotationController
 from chimera_app.ui.file_list import FileList
+from chimera_app.ui.improve_model import ImproveModel
 from chimera_app.ui.menus import TOOLS, build_menus, build_toolbar
 from chimera_app.ui.recent import RecentProjects
 from chimera_app.ui.status_bar import StatusPanel
+from chimera_app.ui.versions_menu import ModelVersionsMenu
 from chimera_app.ui.welcome import WelcomePage
 from chimera_app.worker import EngineClient
 from chimera_engine import ChimeraError
@@ -90,8 +92,11 @@ class MainWindow(QMainWindow):
         self.client.download_cancelled.connect(self._on_load_cancelled)
         self.status.cancel_load.clicked.connect(self.client.cancel_download)
         self.actions_by_name = {}
+        self.improve_model = ImproveModel(self)  # Model → Improve model: fine-tuning in a subprocess
+        self.status.finetune.clicked.connect(self.improve_model.start)  # while one runs: shows it
         build_menus(self)
         build_toolbar(self)
+        self.model_versions = ModelVersionsMenu(self, self.versions_menu)
         self._show_welcome()
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
@@ -199,7 +204,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"Chimera — {images}")
         self.pages.setCurrentWidget(self.canvas)
         self.recent.add(Path(images))
-        self._start_model(model or project.model)
+        self._start_model(model or self._model_at_open(project))
         if project.images():
             self.file_list.select(project.images()[0])
         else:
@@ -231,6 +236,17 @@ class MainWindow(QMainWindow):
         self._on_prelabel_running(False)
         self.session.protect_others = self.actions_by_name["protect"].isChecked()
 
+    def _model_at_open(self, project: Project) -> str | None:
+        """The project's active fine-tuned version, else its own model choice."""
+        from chimera_app.service.versions import model_at_open
+
+        try:
+            return model_at_open(project.data_dir, project.model)
+        except ChimeraError as error:  # a damaged index or a missing version: the project's own model
+            QMessageBox.warning(self, "Model versions", f"{error}\nUsing the project's own model instead; "
+                                "Model → Versions switches to another version.")
+            return project.model
+
     def _start_model(self, model: str | None) -> None:
         """Load ``model``; with none given or remembered, the default for photos when its weights
         are cached, else no model and a note saying how to get one (never, silently, the shapes
@@ -260,6 +276,7 @@ class MainWindow(QMainWindow):
         if self.project is None:
             return
         self.client.cancel_prelabel()
+        self.improve_model.project_closing()
         if self.controller is not None:
             self.controller.detach()
             self.controller.deleteLater()
@@ -303,8 +320,10 @@ class MainWindow(QMainWindow):
 
     def _on_model_loaded(self, info: ModelLoaded) -> None:
         self.model_in_use = info.name
-        self.status.set_model(f"{info.name} · {info.device}", info.reason)
-        if self.project is not None:
+        version = self.model_versions.model_loaded(info.name)  # the versions index records it
+        self.status.set_model(f"{version or info.name} · {info.device}",
+                              f"{info.name}\n{info.reason}" if version else info.reason)
+        if self.project is not None and version is None:  # a version never replaces the base model
             self.project.model = info.name
             self._save_meta(self.project)
         if self.controller is not None:
@@ -315,6 +334,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(message, 8000)
             return
         if kind == "model":  # the previous model (if any) still predicts: say which
+            self.model_versions.load_failed()
             if self.model_in_use:
                 self.status.set_model(f"{self.model_in_use} (loading {self.model_name} failed)", message)
             else:
@@ -340,6 +360,7 @@ class MainWindow(QMainWindow):
         self.actions_by_name["prelabel"].setEnabled(not running)
         self.actions_by_name["resume_prelabel"].setEnabled(not running)
         self.actions_by_name["cancel_prelabel"].setEnabled(running)
+        self.actions_by_name["reprelabel"].setEnabled(not running)
         if not running:
             self.status.hide_progress()
 
@@ -447,5 +468,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.close_project()
+        self.improve_model.shutdown()  # a fine-tune in flight is asked to stop (it saves), then waited for
         self.client.shutdown()
         super().closeEvent(event)

@@ -16,11 +16,12 @@ TOOLS = ("brush", "eraser", "fill", "polygon", "rectangle", "pan")
 # Toolbar order: the work first, the view switches last, so a narrow window (1024 px) pushes the
 # view switches (which have keys and a menu) into the overflow, never pre-label.
 TOOLBAR = (*TOOLS, None, "accept_image", "accept_class", "toggle_verified", "protect", None,
-           "min_confidence", "prelabel", "cancel_prelabel", None, "next_uncertain", "toggle_masks",
+           "min_confidence", "prelabel", "cancel_prelabel", "improve_model", None, "next_uncertain", "toggle_masks",
            "toggle_outlines", "toggle_confidence", "toggle_provenance")
 SHORT_TEXT = {"accept_image": "Accept all", "accept_class": "Accept class", "toggle_verified": "Verified",
               "protect": "Protect", "cancel_prelabel": "Cancel", "next_uncertain": "Uncertain",
-              "toggle_confidence": "Confidence", "toggle_provenance": "Model pixels", "prelabel": "Pre-label"}
+              "toggle_confidence": "Confidence", "toggle_provenance": "Model pixels", "prelabel": "Pre-label",
+              "improve_model": "Improve"}
 
 
 def _describe(name: str, text: str) -> str:
@@ -33,7 +34,9 @@ def _describe(name: str, text: str) -> str:
     return f"{row.description} ({keys})" if row.scope == shortcuts.WINDOW and keys else row.description
 
 
-def add_action(window, menu, name: str, text: str, slot, checkable: bool = False, checked: bool = False) -> QAction:
+def add_action(window, menu, name: str, text: str, slot, checkable: bool = False, checked: bool = False,
+               tip: str | None = None) -> QAction:
+    """``tip``: the tooltip of an action without a row in the shortcut table (else its description)."""
     action = QAction(text, window, checkable=checkable)
     if checkable:
         action.setChecked(checked)
@@ -44,8 +47,8 @@ def add_action(window, menu, name: str, text: str, slot, checkable: bool = False
     if keys:
         action.setShortcuts([QKeySequence(k) for k in keys])
     action.setShortcutContext(Qt.WindowShortcut)
-    action.setToolTip(_describe(name, text))
-    action.setStatusTip(_describe(name, text))
+    action.setToolTip(tip or _describe(name, text))
+    action.setStatusTip(tip or _describe(name, text))
     menu.addAction(action)
     window.addAction(action)  # shortcuts work while the menu bar is hidden too
     window.actions_by_name[name] = action
@@ -112,6 +115,14 @@ def build_menus(w) -> None:
 
     model = bar.addMenu("&Model")
     add_action(w, model, "choose_model", "Choose model…", w.choose_model)
+    add_action(w, model, "improve_model", "Improve model…", w.improve_model.start,
+               tip="Fine-tune the model on this folder's verified images (in the background; "
+                   "you choose whether to switch at the end)")
+    w.versions_menu = model.addMenu("Versions")
+    add_action(w, model, "reprelabel", "Re-pre-label images nobody verified", lambda: w.with_controller("prelabel"),
+               tip="Pre-label every image that is not human-verified again with the model in use "
+                   "(pixels a person decided stay)")
+    model.addSeparator()
     add_action(w, model, "prelabel", "Pre-label folder", lambda: w.with_controller("prelabel"))
     add_action(w, model, "resume_prelabel", "Resume pre-label", lambda: w.with_controller("prelabel", True))
     add_action(w, model, "cancel_prelabel", "Cancel pre-label", lambda: w.with_controller("cancel_prelabel"))

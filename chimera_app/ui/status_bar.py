@@ -1,5 +1,6 @@
 """The window's status bar: what is under the cursor, the class being typed, the image's state,
-pre-label progress with an estimate of the time left, zoom, mask opacity and the model in use.
+pre-label progress with an estimate of the time left, a running Improve model (click: its window),
+zoom, mask opacity and the model in use.
 
 Every piece is a permanent widget (transient messages keep the left side); the window only calls
 the setters. The model label always names the model that predicts *now*: a model that failed to
@@ -39,6 +40,10 @@ class StatusPanel:
         self.progress.setMaximumWidth(220)
         self.progress.setTextVisible(True)
         self.progress.setVisible(False)
+        self.finetune = QPushButton("")  # a running Improve model; a click shows its window
+        self.finetune.setFlat(True)
+        self.finetune.setToolTip("Improve model is running: click to see its progress or cancel it")
+        self.finetune.setVisible(False)
         self.zoom_label = QLabel("")
         self.opacity = QSlider(Qt.Horizontal, minimum=0, maximum=100, value=50, maximumWidth=120)
         self.opacity.setToolTip("Opacity of the class masks over the image")
@@ -47,8 +52,8 @@ class StatusPanel:
         self.cancel_load = QPushButton("Cancel")  # while hub weights download for a model being loaded
         self.cancel_load.setToolTip("Stop downloading the new model's weights; the current model stays")
         self.cancel_load.setVisible(False)
-        for widget in (self.cursor_label, self.draft_swatch, self.state_label, self.progress, self.zoom_label,
-                       QLabel("opacity"), self.opacity, self.model_label, self.cancel_load):
+        for widget in (self.cursor_label, self.draft_swatch, self.state_label, self.progress, self.finetune,
+                       self.zoom_label, QLabel("opacity"), self.opacity, self.model_label, self.cancel_load):
             bar.addPermanentWidget(widget)
 
     # -- cursor and draft -----------------------------------------------------------------------
@@ -77,6 +82,11 @@ class StatusPanel:
 
     def hide_progress(self) -> None:
         self.progress.setVisible(False)
+
+    def set_finetune(self, text: str | None) -> None:
+        """A running fine-tune's progress line; None hides it."""
+        self.finetune.setText(text or "")
+        self.finetune.setVisible(bool(text))
 
     # -- model ----------------------------------------------------------------------------------
     def set_model(self, text: str, tooltip: str = "", cancellable: bool = False) -> None:
