@@ -28,6 +28,7 @@ from chimera_app.project.exports import export_coco, export_png_masks
 from chimera_app.project.mask_paths import check_png_collisions
 from chimera_app.service.downloads import fetch_clip_weights
 from chimera_app.service.prelabel import Prelabeler, store_prediction
+from chimera_app.service.versions import record_in_use
 from chimera_engine import ChimeraError, ClassNameError, find_images
 from chimera_engine.background import background_prompts
 from chimera_engine.class_names import parse_classes, split_class_list, split_phrases
@@ -224,7 +225,10 @@ def run_project(args: argparse.Namespace) -> int:
 
                 segmenter = load_segmenter(args.model, device=args.device, precision=args.precision,
                                            **segmenter_options(args))
-                project.model = args.model  # the app offers the model that made the predictions
+                # The app offers the model that made the predictions: a version of this project
+                # becomes its active version, any other model its own model choice.
+                if record_in_use(project.data_dir, args.model) is None:
+                    project.model = args.model
                 print(f"chimera-label: {len(todo)} of {len(images)} images to label into {project.data_dir}, "
                       f"{len(project.classes)} classes, {segmenter.describe()}", file=sys.stderr)
                 _label_into(project, segmenter, todo, background, args, saved, failures)
