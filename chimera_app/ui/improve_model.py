@@ -284,9 +284,9 @@ class ImproveModel(QObject):
         dialog.raise_()
 
     def _on_progress(self, progress: FinetuneProgress) -> None:
-        self._dialog().set_progress(progress)
         if self.client.runner is not None and self.client.runner.cancel_requested:
-            return
+            return  # "stopping…" stays until it has stopped
+        self._dialog().set_progress(progress)
         eta = eta_text(-1 if progress.eta_s is None else progress.eta_s)
         self.window.status.set_finetune(f"Improve model · {progress.describe()}" + (f" · {eta}" if eta else ""))
 

@@ -96,3 +96,30 @@ def test_project_errors_are_reported(root, tiny_checkpoint):
         assert len(project.classes) == 0  # a refused class list changed nothing
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         main([str(root), "--project", str(root), "--classes", "x"])
+
+
+def test_a_version_checkpoint_becomes_the_active_version_not_the_projects_model(root, tiny_checkpoint):
+    import shutil
+
+    from chimera_engine.formats.model_versions import add_version, models_dir, read_index
+
+    with Project.open(root) as project:
+        project.classes.add("red disc")
+        project.model = tiny_checkpoint
+        project.save_meta()
+        models = models_dir(project.data_dir)
+
+    def write(name, checkpoint, metrics):
+        shutil.copyfile(tiny_checkpoint, checkpoint)
+        metrics.write_text("{}")
+        return {}
+
+    add_version(models, write)
+    code, err = run("--project", root, "--model", models / "v1.safetensors", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert read_index(models)["active"] == "v1"
+    with Project.open(root) as project:
+        assert project.model == tiny_checkpoint  # the base a rollback returns to
+    code, err = run("--project", root, "--model", tiny_checkpoint, "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert read_index(models)["active"] is None
