@@ -43,7 +43,7 @@ class Failure:
 @dataclasses.dataclass(frozen=True)
 class LabelOptions:
     classes: tuple[str, ...]
-    background: tuple[str, ...] = ()
+    background: tuple[str, ...] | None = None  # None: the model's own (Segmenter.segment)
     min_confidence: float | None = None
     png_dir: Path | None = None
 

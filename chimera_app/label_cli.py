@@ -51,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images_dir", nargs="?", type=Path, help="folder of images (searched recursively)")
     p.add_argument("--classes", help='class names: "road,car;automobile,tree"')
     p.add_argument("--classes-file", type=Path, help="a file with one class per line (instead of --classes)")
-    p.add_argument("--background", default="",
+    p.add_argument("--background", default=None,
                    help='phrases that compete with the classes but leave pixels unlabeled: "sky,wall", '
-                        'or "stuff" for the 26 stuff words of the training-free papers')
+                        '"stuff" for the 26 stuff words of the training-free papers, or "none"; '
+                        'default: the model\'s own (the shapes models: "background"; others: none)')
     p.add_argument("--model", default="shapes-chimera", help="model name or checkpoint (default: %(default)s)")
     p.add_argument("--out", type=Path, help="COCO JSON file to write (with --project: an export of the project)")
     p.add_argument("--project", type=Path, metavar="IMAGES_DIR",
@@ -96,7 +97,7 @@ def read_classes(args: argparse.Namespace) -> list[str]:
         classes = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     else:
         classes = split_class_list(args.classes or "")
-    parse_classes(classes + background_prompts(args.background, classes))  # fail before loading any model
+    parse_classes(classes + list(_background(args, classes) or ()))  # fail before loading any model
     return classes
 
 
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         segmenter = load_segmenter(args.model, device=context.device, precision=args.precision,
                                    **segmenter_options(args))
-        options = LabelOptions(tuple(classes), tuple(background_prompts(args.background, classes)),
+        options = LabelOptions(tuple(classes), _background(args, classes),
                                args.min_confidence, args.png_dir)
         mine = paths[context.rank::context.world_size]
         if context.is_main:
@@ -204,8 +205,8 @@ def run_project(args: argparse.Namespace) -> int:
             trial.add(text)
         if not len(trial):
             raise ChimeraError("the project has no classes yet: give them with --classes")
-        background = tuple(background_prompts(args.background, trial.prompts()))
-        parse_classes(trial.prompts() + list(background))  # fail before loading any model
+        background = _background(args, trial.prompts())
+        parse_classes(trial.prompts() + list(background or ()))  # fail before loading any model
         for text in new:
             project.classes.add(text)
         images = project.images()
@@ -251,7 +252,12 @@ def run_project(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _label_into(project: Project, segmenter, todo: list[str], background: tuple[str, ...],
+def _background(args, classes) -> tuple[str, ...] | None:
+    """``--background`` as prompts; None (not given) = the model's own default background."""
+    return None if args.background is None else tuple(background_prompts(args.background, classes))
+
+
+def _label_into(project: Project, segmenter, todo: list[str], background: tuple[str, ...] | None,
                 args: argparse.Namespace, saved: list[str], failures: list[Failure]) -> None:
     """Segment ``todo`` with the project's classes; write each prediction into its document (pixels
     a person decided stay) and save it at once, appending it to ``saved``."""

@@ -23,15 +23,20 @@ def preset_words(name: str) -> list[str]:
 
 
 def background_prompts(spec: str | None, classes: Sequence[str] = ()) -> list[str]:
-    """``"stuff"`` → the preset words; ``"sky, wall"`` → ``["sky", "wall"]``; empty → ``[]``.
+    """``"stuff"`` → the preset words; ``"sky, wall"`` → ``["sky", "wall"]``; empty or "none" → ``[]``.
 
     Words that are also a phrase of one of ``classes`` are left out: the class owns them (with
     "bed" as a class, a "bed" background prompt would make every bed pixel unlabeled).
     """
     text = (spec or "").strip()
-    if not text:
+    if not text or text.lower() == "none":
         return []
     words = preset_words(text.lower()) if text.lower() in PRESETS else \
         [" ".join(part.split()) for part in text.split(",") if part.strip()]
+    return not_owned(words, classes)
+
+
+def not_owned(words: Sequence[str], classes: Sequence[str]) -> list[str]:
+    """``words`` without those that are a phrase of one of ``classes`` (the class owns them)."""
     owned = {p.casefold() for c in classes for p in split_phrases(str(c))}
     return [w for w in words if w.casefold() not in owned]

@@ -61,6 +61,11 @@ def validate_model_meta(meta: dict, path: Any) -> None:
         raise _fail(path, "seen_classes", "must be a list of non-empty strings")
     if len(seen) > limits.MAX_CLASSES:
         raise _fail(path, "seen_classes", f"lists {len(seen)} classes, more than the limit of {limits.MAX_CLASSES}")
+    background = meta.get("background", [])
+    if not isinstance(background, list) or not all(isinstance(c, str) and c.strip() for c in background):
+        raise _fail(path, "background", "must be a list of non-empty strings")
+    if len(background) > limits.MAX_CLASSES:
+        raise _fail(path, "background", f"lists {len(background)} phrases, more than the limit of {limits.MAX_CLASSES}")
     _validate_inference(meta.get("inference", {}), path)
     info = meta.get("info", {})
     if not isinstance(info, dict):

@@ -47,6 +47,9 @@ class SegmentationModel:
     logit_scale: float
     templates: str | list[str]
     seen_classes: list[str] = dataclasses.field(default_factory=list)
+    # Phrases that compete with the user's classes by default and leave their pixels unlabeled (the
+    # shapes models were trained with a "background" class); a caller's own background replaces them.
+    background: list[str] = dataclasses.field(default_factory=list)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -185,6 +188,7 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, embed_clip: bo
         "logit_scale": model.logit_scale,
         "templates": model.templates,
         "seen_classes": model.seen_classes,
+        "background": model.background,
         "inference": model.inference.to_dict(),
         "info": {**model.info, **(info or {})},
     }
@@ -228,7 +232,7 @@ def load_model(path: str | os.PathLike, name: str | None = None,
             name=name or str(path), kind=kind, encoder=encoder.eval(), clip=clip.eval(), clip_spec=spec,
             clip_model_cfg=clip_meta["model_cfg"], mean=tuple(clip_meta["mean"]), std=tuple(clip_meta["std"]),
             logit_scale=float(meta["logit_scale"]), templates=meta["templates"],
-            seen_classes=list(meta.get("seen_classes", [])),
+            seen_classes=list(meta.get("seen_classes", [])), background=list(meta.get("background", [])),
             inference=InferenceConfig(**meta.get("inference", {})), info=meta.get("info", {}))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's config is incomplete or invalid ({exc!r})") from exc

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from chimera_engine import precision, tiling
+from chimera_engine.background import not_owned
 from chimera_engine.threads import ThreadBudget, single_threaded_opencv
 from chimera_engine.clip_loading import ProgressCallback
 from chimera_engine.devices import DeviceChoice, choose
@@ -185,7 +186,7 @@ class Segmenter:
         return self._cache[key]
 
     # -- scoring --------------------------------------------------------------------------------
-    def segment(self, classes: Sequence[str], *, background: Sequence[str] = (),
+    def segment(self, classes: Sequence[str], *, background: Sequence[str] | None = None,
                 min_confidence: float | None = None, calibration: float | None = None,
                 min_area: float | None = None, refine: int | None = None,
                 features: ImageFeatures | None = None,
@@ -194,7 +195,8 @@ class Segmenter:
 
         ``background``: extra phrases that compete with the classes but whose pixels stay unlabeled
         (e.g. ``["sky", "wall"]`` when only the objects matter; ``chimera_engine.background`` has the stuff
-        words these papers use). ``min_confidence``, ``calibration``, ``min_area`` and ``refine``
+        words these papers use). ``None``: the model's own (``model.background``, e.g. "background" for
+        the shapes models), less any phrase one of ``classes`` owns; ``()``: none. ``min_confidence``, ``calibration``, ``min_area`` and ``refine``
         (PAMR steps) override the segmenter's defaults for this call. ``output_size`` ``(h, w)``
         scores the whole image at that resolution instead of its own (a quick preview at screen
         size while the user types); the maps then have that shape. ``quick_text``: classes whose
@@ -203,6 +205,8 @@ class Segmenter:
         """
         self._budget_threads()
         classes = tuple(str(c) for c in classes)
+        if background is None:
+            background = not_owned(self.model.background, classes)
         parsed = parse_classes(list(classes) + list(background))  # one namespace: no phrase in both
         feats = features or self.features()
         text = self._embed(list(classes) + list(background), quick_text).to(feats.features.device)

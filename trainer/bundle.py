@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from chimera_engine.clip_loading import ClipSpec
@@ -47,8 +48,14 @@ def shapes_train_config(data_root: Path, clip: str, **overrides) -> TrainConfig:
 def evaluate_model(model, data_root: Path) -> dict:
     val = data_root / "val"
     segmenter = Segmenter(model, choose("cpu", "fp32"), batch_size=32)
-    result = evaluate(segmenter, build_dataset("shapes", val, "val"), load_info("shapes", val))
-    return {k: result[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU", "pixel_accuracy", "per_class_iou")}
+    info = load_info("shapes", val)
+    result = evaluate(segmenter, build_dataset("shapes", val, "val"), info)
+    out = {k: result[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU", "pixel_accuracy", "per_class_iou")}
+    if info.background:  # mIoU_seen counts background as a seen class (VOC's rule); also without it
+        shapes = [result["per_class_iou"][c] for c in info.seen if c != info.background]
+        out["mIoU_seen_shapes"] = float(np.mean([v for v in shapes if v is not None]))
+        out["background_kept"] = result["per_class_recall"][info.background]  # bg pixels left unlabeled
+    return out
 
 
 def write_demo_images(out_dir: str | Path) -> list[Path]:

@@ -26,7 +26,7 @@ def evaluate(segmenter: Segmenter, dataset, info: DatasetInfo, calibration: floa
         samples = [dataset[i] for i in indices[start:start + images_per_batch]]
         encoded = segmenter.encode([s["image"] for s in samples])
         for sample, features in zip(samples, encoded):
-            out = segmenter.segment(list(info.classes), features=features, calibration=calibration,
+            out = segmenter.segment(list(info.classes), background=(), features=features, calibration=calibration,
                                     min_confidence=0.0)
             matrix.update(out.labels, np.asarray(sample["label"]))
         on_progress(len(samples))

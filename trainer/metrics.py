@@ -58,6 +58,9 @@ class ConfusionMatrix:
 
     def summary(self, class_names: list[str], unseen: list[str]) -> dict:
         iou = self.iou()
+        tp, gt = np.diag(self.matrix).astype(np.float64), self.matrix.sum(1) + self.unlabeled
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = np.where(gt > 0, tp / gt, np.nan)  # share of a class's pixels labelled as it
         unseen_set = set(unseen)
         seen_ids = [i for i, c in enumerate(class_names) if c not in unseen_set]
         unseen_ids = [i for i, c in enumerate(class_names) if c in unseen_set]
@@ -75,6 +78,7 @@ class ConfusionMatrix:
             "mIoU": mean(list(range(len(class_names)))),
             "pixel_accuracy": float(np.trace(self.matrix) / total) if total else float("nan"),
             "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(class_names, iou)},
+            "per_class_recall": {c: (None if np.isnan(v) else float(v)) for c, v in zip(class_names, recall)},
             "pixels": int(total),
         }
 

@@ -38,6 +38,7 @@ def build_model(cfg: TrainConfig, info: DatasetInfo) -> SegmentationModel:
                               templates=cfg.prompt_templates, seen_classes=list(info.seen))
     model = chimera_model(model_cfg, name=f"chimera-seg {cfg.dataset}")
     model.inference = InferenceConfig(cfg.eval_short_side, cfg.eval_window, cfg.eval_stride)
+    model.background = [info.background] if info.background else []  # trained: the default background prompt
     return model
 
 

@@ -91,17 +91,17 @@ class Prelabeler:
     """
 
     def __init__(self, items: Sequence[tuple[str, str | Path]], prompts: Sequence[str],
-                 class_ids: Sequence[int] | None = None, *, background: Sequence[str] = (),
+                 class_ids: Sequence[int] | None = None, *, background: Sequence[str] | None = None,
                  min_confidence: float | None = None, decode: Callable[[Path], np.ndarray] | None = None,
                  images_per_step: int = 1, decode_workers: int = 1, decode_ahead: int | None = None):
-        parse_classes(list(prompts) + list(background))  # one namespace: no phrase in both
+        parse_classes(list(prompts) + list(background or ()))  # one namespace: no phrase in both
         if class_ids is not None and len(class_ids) != len(prompts):
             raise ValueError(f"{len(class_ids)} class ids for {len(prompts)} prompts")
         if decode is None:
             from chimera_engine.images import load_image as decode
         self.items = [(str(key), Path(path)) for key, path in items]
         self.prompts = tuple(str(p) for p in prompts)
-        self.background = tuple(str(p) for p in background)
+        self.background = None if background is None else tuple(str(p) for p in background)
         self.class_ids = tuple(range(1, len(self.prompts) + 1)) if class_ids is None else tuple(map(int, class_ids))
         self.min_confidence = min_confidence
         self.images_per_step = max(1, int(images_per_step))

@@ -149,7 +149,7 @@ def test_training_free_options_reach_the_segmenter(tmp_path, image_dir, monkeypa
         made.update(kwargs, name=name)
         return real(name, **kwargs)
 
-    monkeypatch.setattr(engine, "load_segmenter", spy)
+    monkeypatch.setattr(chimera_engine, "load_segmenter", spy)
     out = tmp_path / "c.json"
     code, err = _run(image_dir, "--classes", "red disc,bed", "--model", "clip:chimera-tiny/random+sclip",
                      "--out", out, "--background", "stuff", "--refine", "3", "--min-area", "0.05",

@@ -12,12 +12,12 @@ import pytest
 
 from chimera_app.project import Project, ProjectLockedError, Region
 
-REPO = Path(__file__).resolve().parents[2]
 H, W = 48, 64
 EDITS = 120
 
 # ``import chimera_engine`` is lazy (no torch until a model is built), so the child starts in ~0.3 s.
-PRELUDE = f"""
+PRELUDE = """
+import sys
 import numpy as np
 from chimera_app.project import Project, Region
 """

@@ -12,7 +12,7 @@ from chimera_engine.models import load_model
 from chimera_trainer.cli import main as train_main
 from chimera_trainer.config import TrainConfig
 from chimera_trainer.data.datasets import build_dataset, load_info
-from chimera_trainer.shapes import SPLIT, write_dataset
+from chimera_trainer.shapes import BACKGROUND, SPLIT, write_dataset
 from chimera_trainer.zss import train
 
 
@@ -58,9 +58,11 @@ def test_unseen_class_names_never_reach_training(shapes_root, tmp_path, monkeypa
 
     monkeypatch.setattr(text.TextEncoder, "_encode_phrases", spy)
     model = _train(shapes_root, tmp_path / "run", iterations=2)
-    assert seen_phrases and set(seen_phrases) == set(SPLIT["seen"])
+    # background is the shapes world's trained "no shape here" class, seen like VOC's background
+    assert seen_phrases and set(seen_phrases) == {BACKGROUND, *SPLIT["seen"]}
     assert not set(seen_phrases) & set(SPLIT["unseen"])
-    assert model.seen_classes == SPLIT["seen"]
+    assert model.seen_classes == [BACKGROUND, *SPLIT["seen"]]
+    assert model.background == [BACKGROUND]  # and the trained model's default background prompt
 
 
 def test_training_labels_hold_only_seen_ids(shapes_root):

@@ -60,7 +60,8 @@ SHAPES_LAYOUT = """\
 <root>/                                (one folder per split, written by the shapes world)
   images/<stem>.png
   masks/<stem>.png                      0 = background, k = classes[k-1]
-  split.json                            {"classes": [...], "seen": [...], "unseen": [...]}"""
+  split.json                            {"classes": [...], "seen": [...], "unseen": [...],
+                                         "background": "background" (optional: mask 0 as a class)}"""
 
 _INFO_FILES = {"voc": "voc2012.json", "voc2012": "voc2012.json",
                "coco-stuff": "coco_stuff164k.json", "coco_stuff164k": "coco_stuff164k.json",
@@ -89,6 +90,9 @@ class DatasetInfo:
     classes: list[str]
     unseen: list[str] = field(default_factory=list)
     ignore_index: int = 255
+    # The name of label value 0 when the dataset trains and scores it as a (seen) class, as the shapes
+    # world does with "background"; "" when value 0 is a plain class id (VOC, COCO-Stuff).
+    background: str = ""
 
     def __post_init__(self) -> None:
         self.classes, self.unseen = list(self.classes), list(self.unseen)
@@ -136,12 +140,15 @@ def load_info(name: str, root: PathLike | None = None) -> DatasetInfo:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             classes, unseen = list(data["classes"]), list(data.get("unseen", []))
-            if not all(isinstance(name, str) for name in classes + unseen):
+            background = data.get("background", "")
+            if not all(isinstance(name, str) for name in [*classes, *unseen, background]):
                 raise TypeError("class names must be text")
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise DatasetLayoutError(f"unreadable shapes class file ({exc!r})", path, SHAPES_LAYOUT) from None
-        info = DatasetInfo("shapes", classes, unseen)
-        if "seen" in data and sorted(data["seen"]) != sorted(info.seen):
+        # Mask value 0 is background: a seen class named ``background`` when split.json names it
+        # (trained and scored, as VOC's background), else void.
+        info = DatasetInfo("shapes", [background, *classes] if background else classes, unseen, background=background)
+        if "seen" in data and sorted(data["seen"]) != sorted(c for c in info.seen if c != background):
             raise DatasetLayoutError("'seen' is not 'classes' minus 'unseen' in", path, SHAPES_LAYOUT)
         return info
     if name not in _INFO_FILES:
@@ -320,7 +327,8 @@ def shapes_dataset(root: PathLike, split: str, transform: Transform | None = Non
         pairs.append((image_dir / name, mask_dir / name))
     if not pairs:
         raise DatasetLayoutError("no .png images in", image_dir, SHAPES_LAYOUT)
-    return SegmentationDataset(pairs, info, transform, label_table(info.num_classes, 1), SHAPES_LAYOUT)
+    offset = 0 if info.background else 1  # mask value k is class k, or k - 1 with void background
+    return SegmentationDataset(pairs, info, transform, label_table(info.num_classes, offset), SHAPES_LAYOUT)
 
 
 _BUILDERS = {"voc": voc_dataset, "coco-stuff": coco_stuff_dataset, "shapes": shapes_dataset}

@@ -1,5 +1,5 @@
 """The shapes world: generated images of coloured shapes with masks and captions (see world.py)."""
 
-from chimera_trainer.shapes.world import SHAPE_CLASSES, SPLIT, Sample, render_sample, sample, write_dataset
+from chimera_trainer.shapes.world import BACKGROUND, SHAPE_CLASSES, SPLIT, Sample, render_sample, sample, write_dataset
 
-__all__ = ["SHAPE_CLASSES", "SPLIT", "Sample", "render_sample", "sample", "write_dataset"]
+__all__ = ["BACKGROUND", "SHAPE_CLASSES", "SPLIT", "Sample", "render_sample", "sample", "write_dataset"]

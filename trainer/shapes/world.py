@@ -34,12 +34,15 @@ from chimera_engine.formats.coco import ClassMask, CocoBuilder, encode_label_map
 from chimera_engine.formats.png_masks import write_index_png
 from chimera_trainer.shapes.draw import background, shape_alpha
 
-__all__ = ["SHAPE_CLASSES", "SPLIT", "COLORS", "CAPTION_TEMPLATES", "Shape", "Sample",
+__all__ = ["SHAPE_CLASSES", "SPLIT", "BACKGROUND", "COLORS", "CAPTION_TEMPLATES", "Shape", "Sample",
            "render_sample", "sample", "make_caption", "describe", "write_dataset"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross", "heart",
                                   "crescent", "hexagon", "diamond", "pentagon", "arrow")
 _UNSEEN = ("star", "heart", "hexagon")
+# Mask value 0 trains and scores as this seen class, so the models learn to say "no shape here" (and
+# the shapes models use it as their default background prompt: those pixels stay unlabeled).
+BACKGROUND = "background"
 SPLIT: dict[str, list[str]] = {"seen": [c for c in SHAPE_CLASSES if c not in _UNSEEN],
                                "unseen": [c for c in SHAPE_CLASSES if c in _UNSEEN]}
 
@@ -235,7 +238,7 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, 
     Layout: ``images/000000.png`` (RGB), ``masks/000000.png`` (indexed PNG, 0 = background,
     k = 1 + index in SHAPE_CLASSES), ``annotations.json`` (semantic COCO ground truth, file names
     relative to ``images/``), ``captions.json`` ({file name: caption}) and ``split.json``
-    ({"classes", "seen", "unseen", "seed", "size"}). Small sets are written in-process, larger
+    ({"classes", "seen", "unseen", "background", "seed", "size"}: mask 0 is the class ``background``). Small sets are written in-process, larger
     ones by a pool of ``workers`` processes; the files are the same either way.
     """
     out = Path(out_dir)
@@ -256,6 +259,7 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, 
     write_coco(out / "annotations.json", builder.to_dict())
     atomic_write_json(out / "captions.json", captions)
     atomic_write_json(out / "split.json", {"classes": list(SHAPE_CLASSES), "seen": list(SPLIT["seen"]),
-                                          "unseen": list(SPLIT["unseen"]), "seed": int(seed),
+                                          "unseen": list(SPLIT["unseen"]), "background": BACKGROUND,
+                                          "seed": int(seed),
                                           "size": int(size)})
     return out
