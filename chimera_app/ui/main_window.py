@@ -93,7 +93,7 @@ class MainWindow(QMainWindow):
         self.status.cancel_load.clicked.connect(self.client.cancel_download)
         self.actions_by_name = {}
         self.improve_model = ImproveModel(self)  # Model → Improve model: fine-tuning in a subprocess
-        self.status.finetune.clicked.connect(self.improve_model.start)  # while one runs: shows it
+        self.status.finetune.clicked.connect(lambda *_: self.improve_model.start())  # running: shows it
         build_menus(self)
         build_toolbar(self)
         self.model_versions = ModelVersionsMenu(self, self.versions_menu)

@@ -116,6 +116,10 @@ def test_improve_model_runs_the_trainer_shows_the_numbers_and_switches(qtbot, pr
     assert command[1:4] == ["-m", "chimera_trainer.cli", "finetune"]
     assert command[command.index("--base") + 1] == checkpoint(window, "v2")  # starts from the model in use
     window.actions_by_name["next_image"].trigger()  # the window stays usable meanwhile
+    dialog.close_button.click()  # "Hide": the status bar keeps the progress, a click brings it back
+    assert not dialog.isVisible() and window.status.finetune.isVisible()
+    window.status.finetune.click()
+    assert dialog.isVisible()
     qtbot.waitUntil(lambda: dialog.version is not None or not window.improve_model.running, timeout=240_000)
     assert dialog.version == "v3", dialog.summary.text()
     assert dialog.table.item(0, 0).text() == "mIoU (%)" and dialog.table.rowCount() == 2 + 4  # + per class
