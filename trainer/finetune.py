@@ -57,7 +57,7 @@ class FinetuneDataError(ChimeraError):
 class FinetuneOptions:
     project: Path
     project_dir: Path | None = None
-    base: str | None = None  # default: project.json's model, else the active version
+    base: str | None = None  # default: the active version, else project.json's model
     iterations: int | None = None  # default: ``default_iterations(training images)``
     device: str = "auto"
     out: Path | None = None  # the resumable work folder; default <project data>/finetune-run
@@ -130,13 +130,14 @@ def _fingerprint(parts: list[Any], arrays: list[np.ndarray]) -> str:
 
 
 def _base_name(opts: FinetuneOptions, snapshot: ProjectSnapshot) -> str:
+    """``--base``, else the project's current model: its active version, else project.json's model."""
     if opts.base:
         return opts.base
-    if snapshot.model:
-        return snapshot.model
     active = active_checkpoint(models_dir(snapshot.data_dir))
     if active is not None:
         return str(active)
+    if snapshot.model:
+        return snapshot.model
     raise FinetuneDataError("the project has no model to start from: choose one in chimera-app or pass --base "
                             "(e.g. --base shapes-chimera or --base clip:ViT-B-16/openai)")
 

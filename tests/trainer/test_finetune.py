@@ -313,3 +313,25 @@ def test_a_save_in_flight_is_waited_for_and_its_state_counts(tmp_path, monkeypat
     assert snapshot.load("img01.png").decided.all()
     staged.unlink()  # the rename happened
     assert snapshot.load("img00.png").decided.all()
+
+
+def test_without_base_it_starts_from_the_projects_current_model(tmp_path):
+    """The active version when there is one (what the app runs), else project.json's model."""
+    from types import SimpleNamespace
+
+    from chimera_engine.formats.model_versions import add_version, models_dir, set_active
+    from chimera_trainer.finetune import FinetuneOptions, _base_name
+
+    snapshot = SimpleNamespace(model="shapes-chimera", data_dir=tmp_path)
+    opts = FinetuneOptions(project=tmp_path)
+    assert _base_name(opts, snapshot) == "shapes-chimera"
+
+    def write(name, checkpoint, metrics):
+        checkpoint.write_bytes(b"weights")
+        metrics.write_text("{}")
+        return {}
+
+    add_version(models_dir(tmp_path), write)
+    set_active(models_dir(tmp_path), "v1")
+    assert _base_name(opts, snapshot) == str(models_dir(tmp_path) / "v1.safetensors")
+    assert _base_name(FinetuneOptions(project=tmp_path, base="clip:x/y"), snapshot) == "clip:x/y"
