@@ -136,8 +136,15 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor,
 
 
 def tokenizer_for(arch: str):
-    """The architecture's own tokenizer (open_clip knows which); CLIP's BPE when it can't say offline."""
+    """The architecture's own tokenizer (open_clip knows which); CLIP's BPE when it can't say offline.
+
+    An architecture open_clip has no config for (the bundled tiny ones while they are not
+    registered, one rebuilt from a checkpoint's stored config) has CLIP's standard text tower:
+    it gets CLIP's BPE directly, which is what ``open_clip.get_tokenizer`` would return after
+    logging "Model configuration not found" on every model load."""
+    if ":" not in arch and open_clip.get_model_config(arch) is None:
+        return open_clip.SimpleTokenizer()
     try:
         return open_clip.get_tokenizer(arch)
     except Exception:  # e.g. a hub tokenizer that cannot be fetched offline
-        return open_clip.get_tokenizer("ViT-B-16")
+        return open_clip.SimpleTokenizer()

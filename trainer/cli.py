@@ -9,15 +9,35 @@
 
 from __future__ import annotations
 
-import argparse
-import errno
-import json
-import re
+import signal
 import sys
-from pathlib import Path
+import threading
 
-from chimera_engine.errors import ChimeraError
-from chimera_trainer.config import DATASET_DEFAULTS, ConfigError, TrainConfig, apply_overrides, read_config_file
+
+def _interrupts_raise() -> None:
+    """Ctrl+C / SIGINT raises KeyboardInterrupt from here on, also when whoever started us ignored
+    SIGINT (a job started in the background by a shell, a program that ignores it): Python then
+    leaves it ignored, and a cancel before the training loop installs its own handler was lost."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_interrupts_raise()  # the first thing the module does: an interrupt during the imports below counts
+INTERRUPTED = ("interrupted before it finished; nothing was written beyond the run's last save "
+               "(run the same command to start or resume it)")
+
+try:
+    import argparse
+    import errno
+    import json
+    import re
+    from pathlib import Path
+
+    from chimera_engine.errors import ChimeraError
+    from chimera_trainer.config import DATASET_DEFAULTS, ConfigError, TrainConfig, apply_overrides, read_config_file
+except KeyboardInterrupt:
+    print(f"chimera-train: {INTERRUPTED}", file=sys.stderr)
+    raise SystemExit(130) from None
 
 # Exit statuses (also in --help): 0 done, 1 failed (data, model, disk, a damaged run), 2 bad
 # arguments (options, config file, --set values, device name), 130 interrupted by Ctrl+C.
@@ -243,9 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # exits 2 itself for unknown options and bad values
+    _interrupts_raise()
     try:
+        args = build_parser().parse_args(argv)  # exits 2 itself for unknown options and bad values
         return args.func(args)
+    except KeyboardInterrupt:  # before the training loop took over Ctrl+C, or after it: one line, no traceback
+        return _report(INTERRUPTED, EXIT_INTERRUPTED)
     except (ConfigError, DeviceUnavailableError) as exc:
         return _report(exc, EXIT_USAGE)
     except (ChimeraError, ValueError) as exc:
@@ -254,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
         return _report(_describe_os_error(exc), EXIT_FAILED)
     except MemoryError:
         return _report("not enough memory (try a smaller --set batch_size or crop_size)", EXIT_FAILED)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
 
 
 def _report(message: object, status: int) -> int:
@@ -271,4 +292,7 @@ def _describe_os_error(exc: OSError) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # between main's return and the exit
+        sys.exit(EXIT_INTERRUPTED)

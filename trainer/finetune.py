@@ -4,8 +4,9 @@
 
 1. Read the project without locking it (``chimera_trainer.project_data``): its classes are the "seen"
    classes, its human-verified images the data, and inside them only pixels a person decided.
-2. Hold out a share of the verified images (at least one) for evaluation; refuse when too few
-   images are verified or a class has no pixel to learn from.
+2. Hold out a share of the verified images (at least one) for evaluation, drawn at random (seeded)
+   but never the only image with person-decided pixels of a class (``split_images``); refuse when
+   too few images are verified or a class has no pixel to learn from.
 3. Start from the project's model (or ``--base``; ``chimera_trainer.finetune_base``) and train the body and
    the CSH adapter with zss's step: seen-class CE + SGD + SAM, CLIP's text tower and the CSH's CLIP
    tail and projection frozen (``chimera_trainer.finetune_train``). Resumable; Ctrl-C saves.
@@ -40,17 +41,23 @@ from chimera_trainer.finetune_eval import (ALPHA_GRID, ALPHA_TOLERANCE, blend, c
                                    held_out_segmenter)
 from chimera_trainer.finetune_progress import Progress
 from chimera_trainer.finetune_train import train_steps, training_stream
-from chimera_engine.formats.model_versions import active_checkpoint, add_version, models_dir
+from chimera_engine.formats.model_versions import MIN_VERIFIED_IMAGES, active_checkpoint, add_version, models_dir
 from chimera_trainer.project_data import IGNORE, ProjectSnapshot, VerifiedImage, read_journal, read_snapshot
 from chimera_trainer.run_state import RunDir
 
-MIN_VERIFIED = 3  # at least one held-out image and two to learn from
+MIN_VERIFIED = MIN_VERIFIED_IMAGES  # at least one held-out image and two to learn from (shared with the app)
 WORK_DIR_NAME = "finetune-run"
 
 
 class FinetuneDataError(ChimeraError):
     """The project cannot be fine-tuned on as it is: too few verified images, a class without
-    pixels, no model to start from. The message says what to do."""
+    pixels, no model to start from. The message says what to do; ``reason`` and ``details`` say
+    the same for programs (``--progress json`` prints them as a ``refused`` record, which the app
+    words for its own users and offers the way forward from)."""
+
+    def __init__(self, message: str, reason: str = "", **details: Any):
+        super().__init__(message)
+        self.reason, self.details = reason, details
 
 
 @dataclasses.dataclass
@@ -86,12 +93,31 @@ def default_iterations(train_images: int) -> int:
     return int(min(2000, max(200, 20 * train_images)))
 
 
-def split_images(rels: list[str], share: float, seed: int) -> tuple[list[str], list[str]]:
-    """(held out, training): a seeded shuffle, ``max(1, round(share * n))`` held out."""
-    order = np.random.default_rng([seed, 1123]).permutation(len(rels))
+def split_images(rels: list[str], share: float, seed: int,
+                 class_pixels: np.ndarray | None = None) -> tuple[list[str], list[str]]:
+    """(held out, training): ``max(1, round(share * n))`` held out, in a seeded shuffle's order.
+
+    With ``class_pixels`` (n images x classes: person-decided pixels of each class per image), an
+    image is skipped (kept for training) when holding it out would leave a class that has pixels
+    with none in the training images: the one image where someone labelled a rare class is what
+    the fine-tune must learn it from, and a held-out image without it still measures the others.
+    Only when too few images can be spared that way are the rest taken in the shuffle's order."""
+    order = [int(i) for i in np.random.default_rng([seed, 1123]).permutation(len(rels))]
     count = min(len(rels) - 1, max(1, int(round(share * len(rels)))))
-    held = sorted(rels[i] for i in order[:count])
-    return held, sorted(rels[i] for i in order[count:])
+    if class_pixels is None:
+        chosen = order[:count]
+    else:
+        left = class_pixels.sum(axis=0)
+        chosen = []
+        for i in order:
+            if len(chosen) == count:
+                break
+            if not np.any((class_pixels[i] > 0) & (left - class_pixels[i] <= 0)):
+                chosen.append(i)
+                left = left - class_pixels[i]
+        chosen += [i for i in order if i not in chosen][:count - len(chosen)]
+    picked = set(chosen)
+    return sorted(rels[i] for i in chosen), sorted(rels[i] for i in range(len(rels)) if i not in picked)
 
 
 def build_config(opts: FinetuneOptions, base: BaseModel, device: torch.device, train_images: int) -> TrainConfig:
@@ -122,6 +148,25 @@ def build_config(opts: FinetuneOptions, base: BaseModel, device: torch.device, t
     return TrainConfig.from_dict(data).override(list(opts.overrides))
 
 
+# TrainConfig keys a fine-tune does not take from its config: the model (CLIP, body, head) is the
+# base's, the data is the project's, the templates are the project's or the base's, evaluation uses
+# the base's inference settings. A version records the real values (``recorded_config``) instead of
+# the defaults these keys hold.
+NOT_FROM_CONFIG = ("dataset", "data_root", "clip", "body", "body_overrides", "pretrained_backbone", "head",
+                   "csh_depth", "token_stride", "templates", "eval_short_side", "eval_window", "eval_stride",
+                   "calibration", "eval_every")
+
+
+def recorded_config(cfg: TrainConfig, base: BaseModel, templates) -> dict[str, Any]:
+    """The training settings a version records: ``cfg`` without the keys that did not apply, plus
+    the model that was actually trained (the base's CLIP, body, head) and the templates used."""
+    record = {k: v for k, v in cfg.to_dict().items() if k not in NOT_FROM_CONFIG}
+    encoder = base.model.encoder.cfg
+    record.update(clip=str(base.model.clip_spec), body=json.loads(json.dumps(dataclasses.asdict(encoder.body))),
+                  head=encoder.head, csh_depth=encoder.csh_depth, templates=templates)
+    return record
+
+
 def _fingerprint(parts: list[Any], arrays: list[np.ndarray]) -> str:
     digest = hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=16)
     for array in arrays:
@@ -139,7 +184,7 @@ def _base_name(opts: FinetuneOptions, snapshot: ProjectSnapshot) -> str:
     if snapshot.model:
         return snapshot.model
     raise FinetuneDataError("the project has no model to start from: choose one in chimera-app or pass --base "
-                            "(e.g. --base shapes-chimera or --base clip:ViT-B-16/openai)")
+                            "(e.g. --base shapes-chimera or --base clip:ViT-B-16/openai)", "no_model")
 
 
 def _class_pixels(targets: list[np.ndarray], count: int) -> np.ndarray:
@@ -155,32 +200,43 @@ class TrainingData:
     train: list[VerifiedImage]  # targets index ``trained`` (classes without pixels left out)
     trained: list[int]  # indices of the project's classes that are trained
     pixels: np.ndarray  # person-decided pixels per project class in the training images
+    held_items: list[VerifiedImage] = dataclasses.field(default_factory=list)  # the held-out images, read
 
 
 def read_training_data(opts: FinetuneOptions, snapshot: ProjectSnapshot, journal, lut,
                        progress: Progress) -> TrainingData:
-    """Split the verified images, read the training ones, and refuse what cannot be learned from."""
+    """Read the verified images, split them, and refuse what cannot be learned from."""
     if not snapshot.classes:
-        raise FinetuneDataError("the project has no classes: add the classes you label in chimera-app first")
-    if len(snapshot.verified) < max(opts.min_images, 2):
+        raise FinetuneDataError("the project has no classes: add the classes you label in chimera-app first",
+                                "no_classes")
+    needed = max(opts.min_images, 2)
+    if len(snapshot.verified) < needed:
         raise FinetuneDataError(
             f"too few human-verified images to fine-tune: {len(snapshot.verified)} of the needed "
-            f"{max(opts.min_images, 2)} (one is held out to measure the result). Correct and verify more images "
-            "(accepting a prediction verifies an image), then run it again")
-    held_rels, train_rels = split_images(snapshot.verified, opts.holdout, opts.seed)
-    progress.stage("read", len(train_rels))
-    items = []
-    for rel in train_rels:
-        items.append(snapshot.load(rel, journal, lut))
+            f"{needed} (one is held out to measure the result). Correct and verify more images "
+            "(accepting a prediction verifies an image), then run it again", "too_few_images",
+            verified=len(snapshot.verified), needed=needed)
+    progress.stage("read", len(snapshot.verified))
+    loaded = {}
+    for rel in snapshot.verified:
+        loaded[rel] = snapshot.load(rel, journal, lut)
         progress.update()
     names = [c.name for c in snapshot.classes]
+    per_image = np.stack([_class_pixels([loaded[rel].target], len(names)) for rel in snapshot.verified])
+    held_rels, train_rels = split_images(snapshot.verified, opts.holdout, opts.seed, per_image)
+    items = [loaded[rel] for rel in train_rels]
     pixels = _class_pixels([item.target for item in items], len(names))
     empty = [names[i] for i in np.flatnonzero(pixels == 0)]
     if empty and (not opts.skip_empty_classes or len(empty) == len(names)):
+        anywhere = per_image.sum(axis=0)
+        nowhere = [names[i] for i in np.flatnonzero(anywhere == 0)]
+        held = ", ".join(held_rels)
         raise FinetuneDataError(
             f"no person-decided pixels of {', '.join(repr(n) for n in empty)} in the {len(train_rels)} training "
-            "images: label them in some verified images, or pass --skip-empty-classes to leave those classes out "
-            "of training (they keep the base model's behaviour)")
+            f"images (held out to measure the result: {held}): label them in some verified images, or pass "
+            "--skip-empty-classes to leave those classes out of training (they keep the base model's behaviour)",
+            "empty_classes", classes=empty, nowhere=nowhere, all_classes=len(empty) == len(names),
+            held_out=held_rels, train_images=len(train_rels))
     trained = [i for i in range(len(names)) if pixels[i] > 0]
     if empty:
         remap = np.full(256, IGNORE, np.uint8)
@@ -188,7 +244,7 @@ def read_training_data(opts: FinetuneOptions, snapshot: ProjectSnapshot, journal
         for item in items:
             item.target = remap[item.target]
         progress.note(f"left out of training (no pixels): {', '.join(empty)}")
-    return TrainingData(held_rels, items, trained, pixels)
+    return TrainingData(held_rels, items, trained, pixels, [loaded[rel] for rel in held_rels])
 
 
 def finetune(opts: FinetuneOptions) -> dict[str, Any]:
@@ -244,13 +300,13 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
         return {"interrupted": loop.interrupted, "step": loop.step, "iterations": cfg.iterations,
                 "run": str(run.path)}
 
-    held_items = [snapshot.load(rel, journal, lut) for rel in held_rels]
-    result = _blend_and_measure(opts, base, model, held_items, prompts, names, progress, str(device))
+    result = _blend_and_measure(opts, base, model, data.held_items, prompts, names, progress, str(device))
     summary = {
         "project": str(snapshot.root), "base": base.name, "notes": base.notes, "classes": names,
         "trained_classes": [names[i] for i in data.trained], "class_pixels": dict(zip(names, data.pixels.tolist())),
         "train_images": len(train_rels), "held_out_images": held_rels, "iterations": cfg.iterations,
-        "train_seconds": round(loop.seconds, 1), "config": cfg.to_dict(), "torch": torch.__version__,
+        "train_seconds": round(loop.seconds, 1), "config": recorded_config(cfg, base, templates),
+        "torch": torch.__version__,
         "device": str(device), **result}
     model.seen_classes = list(dict.fromkeys([*base.model.seen_classes, *trained_prompts]))
     model.info = {}
@@ -271,6 +327,18 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     for leftover in (run.state, run.model, plan_path):  # done: the next fine-tune starts afresh
         leftover.unlink(missing_ok=True)
     return summary
+
+
+METRIC_WORDS = {"decided_accuracy": "share of person-decided pixels pre-labelled right", "mIoU": "mIoU"}
+
+
+def alpha_rule_text(opts: FinetuneOptions) -> str:
+    """How α was chosen, in words: 'the smallest α whose share of person-decided pixels pre-labelled
+    right on the held-out images is within 1 point of the best'."""
+    points = 100 * opts.alpha_tolerance
+    unit = "point" if points == 1 else "points"
+    what = METRIC_WORDS.get(opts.alpha_metric, opts.alpha_metric)
+    return f"the smallest α whose {what} on the held-out images is within {points:g} {unit} of the best"
 
 
 def _blend_and_measure(opts: FinetuneOptions, base: BaseModel, model, held_items, prompts, names,
@@ -306,8 +374,7 @@ def _blend_and_measure(opts: FinetuneOptions, base: BaseModel, model, held_items
     model.place(torch.device("cpu"), torch.float32)  # evaluation may have cast it to bf16
     model.encoder.load_state_dict(tuned if base.weights is None else blend(base.weights, tuned, chosen))
     rule = ("forced with --alpha" if opts.alpha is not None and base.weights is not None else
-            "no trained base to blend with" if base.weights is None else
-            f"smallest α within {opts.alpha_tolerance:g} {opts.alpha_metric} of the best on the held-out images")
+            "no trained base to blend with" if base.weights is None else alpha_rule_text(opts))
     return {"alpha": chosen, "alpha_rule": rule,
             "alpha_grid": {str(a): {k: s[k] for k in ("mIoU", "decided_accuracy", "pixels_to_change_per_image")}
                            for a, s in scores.items()},

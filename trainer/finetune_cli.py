@@ -3,13 +3,21 @@
 Exit statuses follow ``chimera_trainer.cli``: 0 a new version was written, 1 the project cannot be
 fine-tuned (too few verified images, a class without pixels, no model, a damaged file), 2 bad
 arguments, 130 interrupted (the run was saved: the same command resumes it).
+
+With ``--progress json`` a refusal (exit 1) is also one JSON line on stderr before the message, for
+programs: ``{"event": "refused", "reason": "empty_classes", "classes": ["triangle"], "nowhere": [],
+"all_classes": false, "held_out": ["img03.png"], "train_images": 3, "message": ...}`` (reasons:
+``no_classes``, ``too_few_images`` with ``verified`` and ``needed``, ``empty_classes``, ``no_model``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from chimera_engine.formats.model_versions import MIN_VERIFIED_IMAGES
 
 DESCRIPTION = """\
 Fine-tune the project's model on its human-verified images (only pixels a person decided or
@@ -57,9 +65,11 @@ def add_finetune_parser(sub, func, device_name, positive_int) -> argparse.Argume
                    help="held-out score α is chosen on: the share of person-decided pixels the pre-label gets "
                         "right (default), or mIoU over the project's classes")
     f.add_argument("--alpha-tolerance", type=_alpha, default=0.01,
-                   help="take the smallest α whose held-out score is within this much of the best (default 0.01)")
+                   help="take the smallest α whose held-out score is within this much of the best (default 0.01, "
+                        "one point)")
     f.add_argument("--holdout", type=_share, default=0.2, help="share of verified images held out (at least one)")
-    f.add_argument("--min-images", type=positive_int, default=3, help="refuse below this many verified images")
+    f.add_argument("--min-images", type=positive_int, default=MIN_VERIFIED_IMAGES,
+                   help=f"refuse below this many verified images (default {MIN_VERIFIED_IMAGES})")
     f.add_argument("--skip-empty-classes", action="store_true",
                    help="leave classes without any verified pixel out of training instead of refusing")
     f.add_argument("--activate", action="store_true", help="make the new version the project's active model")
@@ -79,7 +89,7 @@ def add_finetune_parser(sub, func, device_name, positive_int) -> argparse.Argume
 
 def run_finetune(args) -> int:
     from chimera_trainer.cli import EXIT_INTERRUPTED, _check_device_available
-    from chimera_trainer.finetune import FinetuneOptions, finetune
+    from chimera_trainer.finetune import FinetuneDataError, FinetuneOptions, finetune
 
     _check_device_available(args.device)
     opts = FinetuneOptions(
@@ -89,7 +99,13 @@ def run_finetune(args) -> int:
         holdout=args.holdout, min_images=args.min_images, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
         crop_size=args.crop_size, body=args.body, precision=args.precision, activate=args.activate,
         skip_empty_classes=args.skip_empty_classes, overrides=args.set or [], progress=args.progress)
-    result = finetune(opts)
+    try:
+        result = finetune(opts)
+    except FinetuneDataError as refusal:
+        if args.progress == "json":  # for programs (the app): why, in fields, before the message
+            record = {"event": "refused", "reason": refusal.reason, **refusal.details, "message": str(refusal)}
+            print(json.dumps(record), file=sys.stderr, flush=True)
+        raise
     if not result:  # another torchrun process: rank 0 reports
         return 0
     if "version" not in result:

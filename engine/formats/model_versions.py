@@ -38,6 +38,11 @@ from chimera_engine.errors import ChimeraError
 
 INDEX_FORMAT, INDEX_VERSION = "chimera-model-versions", 1
 MODELS_DIR_NAME = "models"
+# The fewest human-verified images a fine-tune accepts: at least one held out to measure the
+# result and two to learn from. ``chimera-train finetune`` refuses below it (its --min-images
+# default) and the app checks it before starting the trainer; both import it from here (the app
+# never imports the trainer).
+MIN_VERIFIED_IMAGES = 3
 _NAME = re.compile(r"^v(\d+)$")
 
 

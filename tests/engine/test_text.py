@@ -90,3 +90,32 @@ def test_text_encoder_uses_shared_prefixes_and_keeps_its_cache(tiny_clip):
     again = enc.encode(["star", "circle", "ring"])
     torch.testing.assert_close(again[:2], first.flip(0))
     assert enc.phrases_encoded == 3
+
+
+def test_bundled_tiny_archs_get_clips_tokenizer_without_a_warning(caplog):
+    """open_clip.get_tokenizer logs "Model configuration not found" for an arch it has no config for
+    (the bundled tiny ones before they are registered): tokenizer_for gives CLIP's BPE quietly."""
+    import logging
+
+    import open_clip
+
+    from chimera_engine.text import tokenizer_for
+
+    reference = open_clip.SimpleTokenizer()
+    with caplog.at_level(logging.DEBUG):
+        for arch in ("shapes-tiny", "chimera-tiny", "an-arch-nobody-registered", "ViT-B-16"):
+            tokenizer = tokenizer_for(arch)
+            assert isinstance(tokenizer, open_clip.SimpleTokenizer)
+            assert torch.equal(tokenizer(["a photo of a star."], context_length=32),
+                               reference(["a photo of a star."], context_length=32))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_loading_a_bundled_model_logs_no_tokenizer_warning(caplog):
+    import logging
+
+    from chimera_engine import load_segmenter
+
+    with caplog.at_level(logging.WARNING):
+        load_segmenter("shapes-chimera", device="cpu", precision="fp32")
+    assert "Model configuration not found" not in caplog.text
