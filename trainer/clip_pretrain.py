@@ -33,16 +33,18 @@ from safetensors.torch import save
 from chimera_engine.atomic import atomic_write_bytes, atomic_write_json
 from chimera_engine.clip_loading import ClipSpec, create_clip, register_bundled_configs
 from chimera_engine.tiling import to_tensor
-from chimera_trainer.shapes import SHAPE_CLASSES, sample
+from chimera_trainer.shapes import BACKGROUND, SHAPE_CLASSES, sample
 from chimera_trainer.shapes.world import COLORS, describe
 
 ZERO_SHOT_SEED_OFFSET = 1_000_003  # held-out images come from a seed the training never uses
 
 
-def _render_scene(index: int, seed: int, size: int, single_share: float):
-    # Half the pairs show one object, so words bind to single shapes, not only to scenes.
-    single = (index * 2654435761 % 1000) / 1000 < single_share
-    s = sample(seed, index, size, max_objects=1 if single else 4)
+def _render_scene(index: int, seed: int, size: int, single_share: float, background_share: float):
+    # Half the pairs show one object, so words bind to single shapes, not only to scenes; a few show
+    # none, captioned "a photo of a background." and the like: the word then means "no shape here".
+    draw = (index * 2654435761 % 1000) / 1000
+    objects = 0 if draw < background_share else 1 if draw < background_share + single_share else 4
+    s = sample(seed, index, size, min_objects=min(1, objects), max_objects=objects)
     return s.image, s.instances
 
 
@@ -54,10 +56,11 @@ class SceneBank:
     rarely seen the same way twice."""
 
     def __init__(self, seed: int, size: int, scenes: int, tokenizer, context: int, mean, std,
-                 single_share: float = 0.5, color_p: float = 0.3, workers: int = 2):
+                 single_share: float = 0.45, color_p: float = 0.3, workers: int = 2, background_share: float = 0.08):
         self.seed, self.color_p = seed, color_p
         self.tokenizer, self.context, self.mean, self.std = tokenizer, context, mean, std
-        job = partial(_render_scene, seed=seed, size=size, single_share=single_share)
+        job = partial(_render_scene, seed=seed, size=size, single_share=single_share,
+                      background_share=background_share)
         if workers > 1 and scenes >= 256:
             with multiprocessing.get_context().Pool(workers) as pool:
                 rendered = pool.map(job, range(scenes), chunksize=256)
@@ -148,21 +151,30 @@ def zero_shot_accuracy(model, size: int, seed: int, images: int = 600, classes=S
             truth = classes.index(s.instances[0][0])
             total[truth] += 1
             correct[truth] += p == truth
+    # "background" as a 13th prompt: shape-less scenes should pick it, single-shape scenes should not.
+    with_bg = torch.cat([text, TextEncoder(model, "single").encode([BACKGROUND])])
+    empty = [sample(seed + ZERO_SHOT_SEED_OFFSET, images + i, size, min_objects=0, max_objects=0) for i in range(100)]
+    shapes = [sample(seed + ZERO_SHOT_SEED_OFFSET, i, size, max_objects=1) for i in range(100)]
+    picks = [(F.normalize(model.encode_image(torch.stack([to_tensor(s.image, mean, std) for s in batch])), dim=-1)
+              @ with_bg.t()).argmax(1) for batch in (empty, shapes)]
     return {"accuracy": float(correct.sum() / total.sum()),
             "per_class": {c: float(correct[i] / max(total[i], 1)) for i, c in enumerate(classes)},
-            "images": int(total.sum())}
+            "images": int(total.sum()),
+            "background_recognised": float((picks[0] == len(classes)).float().mean()),
+            "shapes_called_background": float((picks[1] == len(classes)).float().mean())}
 
 
 def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, batch_size: int = 128,
              lr: float = 5e-4, weight_decay: float = 0.1, warmup: int = 100, seed: int = 0, workers: int = 2,
              scenes: int = 50_000, color_p: float = 0.3, eval_every: int = 0, matched_positives: bool = False,
-             log: Callable[[dict], None] = print) -> dict:
+             init: str | Path | None = None, log: Callable[[dict], None] = print) -> dict:
     """Train, save the open_clip state dict as ``out`` (.safetensors) and the zero-shot report beside
     it (``report_path``); return the report. ``scenes``: the size of the pre-rendered bank (at most
-    ``steps * batch_size``; 50,000 64-px scenes take 0.6 GB)."""
+    ``steps * batch_size``; 50,000 64-px scenes take 0.6 GB). ``init``: start from these CLIP weights
+    (a .safetensors state dict) instead of random ones, e.g. to teach a trained CLIP new captions."""
     register_bundled_configs()
     torch.manual_seed(seed)
-    model = create_clip(ClipSpec(arch, "random")).train()
+    model = create_clip(ClipSpec(arch, "random" if init is None else str(init))).train()
     size = model.visual.image_size[0]
     started = time.perf_counter()
     bank = SceneBank(seed, size, min(scenes, steps * batch_size), open_clip.get_tokenizer(arch),
@@ -196,7 +208,8 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
             model.train()
             evaluating += time.perf_counter() - tick
     report = zero_shot_accuracy(model, size, seed)
-    report.update({"steps": steps, "batch_size": batch_size, "seconds": round(time.perf_counter() - started, 1)})
+    report.update({"steps": steps, "batch_size": batch_size, "lr": lr, "seconds": round(time.perf_counter() - started, 1),
+                   "init": None if init is None else Path(init).name})
     atomic_write_bytes(out, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     atomic_write_json(report_path(out), report)
     return report

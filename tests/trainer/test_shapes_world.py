@@ -203,7 +203,7 @@ def test_write_dataset_layout_and_ground_truth(tmp_path):
         assert captions[info["file_name"]] == s.caption
     split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert split == {"classes": list(SHAPE_CLASSES), "seen": SPLIT["seen"], "unseen": SPLIT["unseen"],
-                     "seed": 7, "size": 128}
+                     "background": "background", "seed": 7, "size": 128}
     assert len(split["seen"]) == 9 and len(split["unseen"]) == 3
     assert set(split["seen"]) | set(split["unseen"]) == set(split["classes"])
     assert not set(split["seen"]) & set(split["unseen"])
@@ -216,3 +216,13 @@ def test_write_dataset_with_workers_writes_the_same_images(tmp_path):
     for i in (0, 31, 63):
         assert np.array_equal(np.asarray(Image.open(out / "images" / f"{i:06d}.png")), sample(2, i, 64).image)
     assert validate_coco(out / "annotations.json", list(SHAPE_CLASSES)) == []
+
+
+def test_background_only_scenes_are_captioned_as_background_and_only_they_say_it():
+    from chimera_trainer.shapes.world import BACKGROUND_CAPTIONS
+
+    empty = sample(3, 0, 64, min_objects=0, max_objects=0)
+    assert empty.instances == [] and not empty.labels.any() and empty.caption in BACKGROUND_CAPTIONS
+    for i in range(40):
+        assert "background" not in sample(3, i, 64).caption  # scenes with shapes never say it
+    assert all("background" in c for c in BACKGROUND_CAPTIONS)

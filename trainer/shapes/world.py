@@ -34,7 +34,7 @@ from chimera_engine.formats.coco import ClassMask, CocoBuilder, encode_label_map
 from chimera_engine.formats.png_masks import write_index_png
 from chimera_trainer.shapes.draw import background, shape_alpha
 
-__all__ = ["SHAPE_CLASSES", "SPLIT", "BACKGROUND", "COLORS", "CAPTION_TEMPLATES", "Shape", "Sample",
+__all__ = ["SHAPE_CLASSES", "SPLIT", "BACKGROUND", "COLORS", "CAPTION_TEMPLATES", "BACKGROUND_CAPTIONS", "Shape", "Sample",
            "render_sample", "sample", "make_caption", "describe", "write_dataset"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross", "heart",
@@ -57,7 +57,13 @@ HEART_TILT = 0.6  # radians; other shapes rotate freely
 
 CAPTION_TEMPLATES: tuple[str, ...] = (
     "a photo of {}.", "a picture of {}.", "an image of {}.", "{}.", "a drawing of {}.",
-    "a rendering of {} on a textured background.", "a simple scene with {}.", "there is {}.")
+    "a rendering of {}.", "a simple scene with {}.", "there is {}.")
+# Captions of a scene with no shape: the only captions that say "background", so the tiny CLIP learns
+# the word as "no shape here" (the prompt "a photo of a background." then means that to the models).
+BACKGROUND_CAPTIONS: tuple[str, ...] = (
+    "a photo of a background.", "a picture of a background.", "an image of a background.", "a background.",
+    "an empty background.", "a textured background with no shapes.", "a drawing of a plain background.",
+    "there is only background.")
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,8 @@ def make_caption(rng: np.random.Generator, instances: Sequence[tuple[str, str]],
 def describe(rng: np.random.Generator, instances: Sequence[tuple[str, str]],
              color_p: float = 0.9) -> tuple[str, list[tuple[str, str | None]]]:
     """``make_caption``'s caption and what it says: (shape, colour or None when unsaid) per instance."""
+    if not instances:
+        return BACKGROUND_CAPTIONS[rng.integers(len(BACKGROUND_CAPTIONS))], []
     phrases, said = [], []
     for i in rng.permutation(len(instances)):
         name, color = instances[i]
@@ -159,7 +167,7 @@ def render_sample(rng: np.random.Generator, size: int = 128, classes: Sequence[s
     """Generate one image of ``min_objects``..``max_objects`` shapes of ``classes``.
 
     A shape later ones hide down to < 3 % of its own area is dropped (never painted), so rarely
-    fewer than ``min_objects`` remain (never none). ``noise`` (Gaussian std, 0..255 scale) and
+    fewer than ``min_objects`` remain (never none, unless ``max_objects`` is 0: a background-only scene, captioned from ``BACKGROUND_CAPTIONS``). ``noise`` (Gaussian std, 0..255 scale) and
     ``blur`` (Gaussian sigma, pixels; below 0.3 none) default to a random mild strength (std <= 6,
     sigma <= 0.8); 0 turns them off. Giving them changes no other random draw, so the scene (shapes,
     colours, background, labels, caption) stays the same.
@@ -167,8 +175,8 @@ def render_sample(rng: np.random.Generator, size: int = 128, classes: Sequence[s
     unknown = [c for c in classes if c not in SHAPE_CLASSES]
     if unknown or not len(classes):
         raise ValueError(f"classes must be a non-empty subset of SHAPE_CLASSES, got unknown {unknown}")
-    if not 1 <= min_objects <= max_objects:
-        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    if not 0 <= min_objects <= max_objects:
+        raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     image = background(rng, size)
     occupied = np.zeros((size, size), bool)
     placed = []
