@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -110,6 +111,7 @@ class Session:
         self.active_class: int | None = None
         self.protect_others = False
         self._undo: OrderedDict[str, UndoStack] = OrderedDict()
+        self._verified_by: weakref.WeakValueDictionary[str, Patch] = weakref.WeakValueDictionary()
 
     # -- images ---------------------------------------------------------------------------------
     def open_image(self, rel: str) -> LabelDocument:
@@ -182,10 +184,29 @@ class Session:
         return self._commit(self.doc.accept_prediction(region, class_id))
 
     def mark_verified(self, verified: bool = True) -> Patch | None:
-        """Set the image's state without changing pixels (an undoable, journalled patch)."""
-        new = ImageState.VERIFIED if verified else self.unverified_state()
-        if new == self.doc.state:
+        """V, "this image is right" (an undoable, journalled patch; None when nothing changes).
+
+        Verifying accepts every pixel the model decided and the person left as it was: they become
+        the person's (provenance HUMAN), exactly as accepting the whole prediction (Ctrl+Enter)
+        does, so a fine-tune learns from the whole verified image and a re-prediction never
+        changes it. Pixels the model left unlabeled stay undecided.
+
+        Not verified (V again): right after V it takes that V back, accepted pixels included (as
+        undo would); later it only changes the state (to in progress or predicted): the pixels the
+        person accepted meanwhile stay theirs."""
+        if verified:
+            if self.doc.state == ImageState.VERIFIED:
+                return None
+            patch = self.accept()
+            if patch is not None:
+                self._verified_by[self.rel] = patch
+            return patch
+        if self.doc.state != ImageState.VERIFIED:
             return None
+        verify = self._verified_by.get(self.rel)
+        if verify is not None and self.undo_stack.last is verify:
+            return self.undo()
+        new = self.unverified_state()
         empty_u16, empty_u8 = np.zeros((0, 0), np.uint16), np.zeros((0, 0), np.uint8)
         patch = Patch(0, 0, empty_u16, empty_u16, empty_u8, empty_u8, self.doc.state, new)
         self.doc.apply(patch)

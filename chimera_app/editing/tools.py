@@ -7,7 +7,10 @@ coordinate system of the canvas, so mouse positions pass through unchanged.
 Rules (what the tests pin down):
 - brush: a pixel is painted when its centre lies within ``radius`` of the polyline. The radius is
   at least sqrt(0.5), so the pixel under every point of the stroke is always painted.
-- flood: the 4-connected pixels with the same value as the pixel under (x, y).
+- flood: the 4-connected pixels with the same value as the pixel under (x, y) and, given the
+  provenance map, decided by the same kind of decider: a fill that starts on the model's pixels
+  stops at pixels a person decided (drew, erased or accepted), even of the same class, and one
+  that starts on a person's pixels stays inside them. A fill never spreads into someone's work.
 - polygon: a pixel is inside when its centre is inside the polygon (even-odd rule, like most
   rasterisers), so polygons that share an edge never share a pixel.
 - rectangle: every pixel the rectangle touches, so a drag from pixel A to pixel B includes both.
@@ -22,7 +25,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from chimera_app.project.document import Region
+from chimera_app.project.document import Provenance, Region
 
 __all__ = ["brush", "empty_region", "flood", "polygon", "rectangle"]
 
@@ -97,15 +100,20 @@ def brush(shape_hw: tuple[int, int], points: Sequence[Point], radius: float) -> 
     return Region(y0, x0, mask)
 
 
-def flood(labels: np.ndarray, x: float, y: float) -> Region:
-    """The 4-connected pixels that share the value of ``labels`` at the pixel under (x, y)."""
+def flood(labels: np.ndarray, x: float, y: float, provenance: np.ndarray | None = None) -> Region:
+    """The 4-connected pixels that share the value of ``labels`` at the pixel under (x, y) and,
+    with ``provenance``, whether a person decided them (``Provenance.HUMAN``) or not."""
     h, w = labels.shape[:2]
     col, row = math.floor(x), math.floor(y)
     if not (0 <= row < h and 0 <= col < w):
         return empty_region()
     # Fill the 8-bit "same value" map rather than the labels: floodFill cannot take uint16, and
     # converting 12 MP to float costs ten times the fill itself.
-    same = (labels == labels[row, col]).view(np.uint8)
+    same = labels == labels[row, col]
+    if provenance is not None:
+        person = provenance == Provenance.HUMAN
+        same &= person if person[row, col] else ~person
+    same = same.view(np.uint8)
     ff_mask = np.zeros((h + 2, w + 2), dtype=np.uint8)
     flags = 4 | cv2.FLOODFILL_MASK_ONLY | cv2.FLOODFILL_FIXED_RANGE | (1 << 8)
     _, _, _, rect = cv2.floodFill(same, ff_mask, (col, row), 0, 0, 0, flags)

@@ -273,6 +273,11 @@ class UndoStack:
     def can_redo(self) -> bool:
         return bool(self._redo)
 
+    @property
+    def last(self) -> Patch | None:
+        """The patch the next undo reverts, or None."""
+        return self._undo[-1] if self._undo else None
+
     def push(self, patch: Patch) -> None:
         self._nbytes -= sum(p.nbytes for p in self._redo)
         self._redo.clear()

@@ -9,13 +9,18 @@ The app never imports the trainer: it starts ``python -m chimera_trainer.cli fin
 --json`` and reads what the trainer prints, which is its whole interface:
 
 - **stderr**: one JSON object per line, ``{"event": "progress", "stage": "train", "done": 120,
-  "total": 400, "elapsed_s": 31.2, "eta_s": 72.8}`` (stages ``read``, ``train``, ``evaluate``) or
-  ``{"event": "note", "message": ...}``; any other line (a warning, ``chimera-train: <why it
-  cannot fine-tune>``, a traceback) is kept for the outcome.
+  "total": 400, "elapsed_s": 31.2, "eta_s": 72.8}`` (stages ``read``, ``train``, ``evaluate``),
+  ``{"event": "note", "message": ...}`` or, before a refusal, ``{"event": "refused", "reason":
+  "empty_classes", "classes": [...], "held_out": [...], ...}`` (kept as the outcome's ``refusal``:
+  the app words it for its users and offers the way forward); any other line (a warning,
+  ``chimera-train: <why it cannot fine-tune>``, a traceback) is kept for the outcome.
 - **stdout**: with ``--json``, the result (new version, checkpoint, α, held-out metrics before and
   after) as one JSON document at the end.
 - **exit status**: 0 a version was written, 1 cannot fine-tune (the message says why), 2 bad
   arguments, 130 interrupted (saved: the same command resumes), anything else a crash.
+
+The child starts with SIGINT at its default even when the app ignores SIGINT (started in the
+background by a shell), so a cancel during the trainer's start-up is never lost.
 
 The trainer writes a version's files before it lists them in the index and never changes the
 active version unless asked (the app does not ask), so a cancel, a crash or a kill at any moment
@@ -25,6 +30,7 @@ leaves the project and the model in use as they were; the outcome only has to sa
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,6 +46,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # chimera-tra
 INTERRUPT_GRACE_S = 30.0  # after SIGINT: the trainer saves its run state, then exits 130
 TERMINATE_GRACE_S = 5.0  # after SIGTERM, before SIGKILL
 LOG_LINES = 200  # non-JSON stderr lines kept for the outcome
+TITLES = {"done": "Finished", "failed": "Cannot improve the model", "cancelled": "Cancelled",
+          "crashed": "The fine-tune stopped"}
 STAGE_NAMES = {"read": "Reading the verified images", "train": "Training",
                "evaluate": "Measuring on the held-out images"}
 
@@ -67,6 +75,15 @@ class FinetuneNote:
 
 
 @dataclasses.dataclass(frozen=True)
+class FinetuneRefusal:
+    """Why the trainer refuses, in fields: ``reason`` (``no_classes``, ``too_few_images``,
+    ``empty_classes``, ``no_model``) and its ``details`` (e.g. ``classes``, ``held_out``)."""
+
+    reason: str
+    details: dict
+
+
+@dataclasses.dataclass(frozen=True)
 class FinetuneOutcome:
     """How a fine-tune ended. ``status``: ``done`` (a new version was written), ``failed`` (the
     trainer refused or could not go on, ``message`` says why), ``cancelled`` (stopped on request;
@@ -77,6 +94,12 @@ class FinetuneOutcome:
     exit_code: int | None = None
     result: dict[str, Any] | None = None  # the trainer's --json result when done
     log: str = ""  # the trainer's last non-progress stderr lines (warnings, a traceback)
+    refusal: FinetuneRefusal | None = None  # when it failed: the trainer's reason in fields
+
+    @property
+    def title(self) -> str:
+        """'Finished', 'Cancelled', 'Cannot improve the model', 'The fine-tune stopped'."""
+        return TITLES.get(self.status, self.status)
 
     @property
     def version(self) -> str | None:
@@ -106,8 +129,8 @@ def finetune_command(images: str | os.PathLike, project_dir: str | os.PathLike |
     return command + [str(a) for a in extra]
 
 
-def parse_progress_line(line: str) -> FinetuneProgress | FinetuneNote | None:
-    """A progress or note record of the trainer's stderr; None for any other line."""
+def parse_progress_line(line: str) -> FinetuneProgress | FinetuneNote | FinetuneRefusal | None:
+    """A progress, note or refusal record of the trainer's stderr; None for any other line."""
     text = line.strip()
     if not text.startswith("{"):
         return None
@@ -124,6 +147,9 @@ def parse_progress_line(line: str) -> FinetuneProgress | FinetuneNote | None:
                                     float(record.get("elapsed_s") or 0.0), None if eta is None else float(eta))
         if record.get("event") == "note":
             return FinetuneNote(str(record.get("message", "")))
+        if record.get("event") == "refused":
+            details = {k: v for k, v in record.items() if k not in ("event", "reason")}
+            return FinetuneRefusal(str(record["reason"]), details)
     except (KeyError, TypeError, ValueError):
         return None
     return None
@@ -136,8 +162,15 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def classify_exit(code: int, stdout: str, log_lines: Sequence[str], cancel_requested: bool) -> FinetuneOutcome:
-    """The outcome of a finished trainer process from its exit status and output."""
+NOTHING_CHANGED = "Nothing was changed: the model in use and the project are as they were."
+
+
+def classify_exit(code: int, stdout: str, log_lines: Sequence[str], cancel_requested: bool,
+                  training_started: bool = True, refusal: FinetuneRefusal | None = None) -> FinetuneOutcome:
+    """The outcome of a finished trainer process from its exit status and output.
+    ``training_started``: the trainer reported a training step range (a cancel after it leaves a
+    run that the next Improve model resumes; one before it leaves nothing to resume).
+    The message never repeats the outcome's ``title`` ("Cancelled"): they are shown together."""
     log = "\n".join(log_lines)
     said = [line.split(":", 1)[1].strip() for line in log_lines if line.startswith("chimera-train:")]
     traceback = any(line.startswith("Traceback") for line in log_lines)
@@ -151,18 +184,42 @@ def classify_exit(code: int, stdout: str, log_lines: Sequence[str], cancel_reque
             return FinetuneOutcome("done", f"Wrote {result['version']}{late}", code, result, log)
         return FinetuneOutcome("crashed", "The fine-tune ended without writing a version or saying why. "
                                "Nothing was changed.", code, None, log)
-    if cancel_requested:
-        return FinetuneOutcome("cancelled", "Cancelled. Nothing was changed: the model in use and the project are "
-                               "as they were. Improve model again resumes where it stopped (unless the verified "
-                               "images changed meanwhile).", code, None, log)
-    if code == EXIT_INTERRUPTED:  # interrupted from elsewhere (e.g. Ctrl+C in the app's terminal)
-        return FinetuneOutcome("cancelled", "The fine-tune was interrupted and saved; nothing was changed. Improve "
-                               "model again resumes it.", code, None, log)
-    if code in (EXIT_FAILED, EXIT_USAGE) and said and not traceback:
-        return FinetuneOutcome("failed", "\n".join(said), code, None, log)
+    if code in (EXIT_FAILED, EXIT_USAGE) and said and not traceback:  # it refused (maybe before the cancel)
+        return FinetuneOutcome("failed", "\n".join(said), code, None, log, refusal)
+    if cancel_requested or code == EXIT_INTERRUPTED:  # asked by us, or e.g. Ctrl+C in the app's terminal
+        if not training_started:
+            return FinetuneOutcome("cancelled", f"Stopped before training began. {NOTHING_CHANGED}", code, None, log)
+        return FinetuneOutcome("cancelled", f"{NOTHING_CHANGED} Improve model again resumes where it stopped "
+                               "(unless the verified images changed meanwhile).", code, None, log)
     how = f"was killed ({_signal_name(code)})" if code < 0 else f"crashed (exit status {code})"
-    return FinetuneOutcome("crashed", f"The fine-tune {how}. Nothing was changed: the model in use and the project "
-                           "are as they were.", code, None, log)
+    return FinetuneOutcome("crashed", f"The fine-tune {how}. {NOTHING_CHANGED}", code, None, log)
+
+
+def _restore_sigint() -> None:  # runs in the child between fork and exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def sigint_default_in_child():
+    """Around ``Popen``: make the child start with SIGINT at its default when this process ignores
+    it (a child inherits an ignored signal through exec, and Python then leaves it ignored).
+    Yields the ``preexec_fn`` to pass (None when none is needed).
+
+    On the main thread no preexec function is used (it is not safe with threads): exec resets a
+    *handled* signal to the default, so SIGINT is handled by a no-op while the child is started,
+    then ignored again. Elsewhere (signal handlers can only be set on the main thread) the child
+    resets it itself before exec. Nothing to do on Windows (no SIGINT for a child without a console)."""
+    if os.name != "posix" or signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield None
+        return
+    if threading.current_thread() is not threading.main_thread():
+        yield _restore_sigint
+        return
+    signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        yield None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class FinetuneRunner:
@@ -178,6 +235,8 @@ class FinetuneRunner:
         self.process: subprocess.Popen | None = None
         self.outcome: FinetuneOutcome | None = None
         self.last_progress: FinetuneProgress | None = None
+        self.training_started = False  # a "train" progress line arrived
+        self.refusal: FinetuneRefusal | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
         self._stdout: list[str] = []
         self._cancel = threading.Event()
@@ -198,9 +257,10 @@ class FinetuneRunner:
             raise RuntimeError("this fine-tune was started already")
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         try:
-            self.process = subprocess.Popen(self.command, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                            encoding="utf-8", errors="replace")
+            with sigint_default_in_child() as preexec:
+                self.process = subprocess.Popen(self.command, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                encoding="utf-8", errors="replace", preexec_fn=preexec)
         except OSError as exc:
             self._finish(FinetuneOutcome("crashed", f"Could not start the fine-tune: {exc.strerror or exc}"))
             return False
@@ -264,8 +324,12 @@ class FinetuneRunner:
                 if line.strip():
                     self._log.append(line.rstrip("\n"))
                 continue
+            if isinstance(event, FinetuneRefusal):
+                self.refusal = event
+                continue
             if isinstance(event, FinetuneProgress):
                 self.last_progress = event
+                self.training_started |= event.stage in ("train", "evaluate")
             self.emit(event)
 
     def _read_stdout(self) -> None:
@@ -275,7 +339,8 @@ class FinetuneRunner:
         code = self.process.wait()
         for thread in readers:
             thread.join()
-        self._finish(classify_exit(code, "".join(self._stdout), list(self._log), self._cancel.is_set()))
+        self._finish(classify_exit(code, "".join(self._stdout), list(self._log), self._cancel.is_set(),
+                                   self.training_started, self.refusal))
 
     def _finish(self, outcome: FinetuneOutcome) -> None:
         self.outcome = outcome

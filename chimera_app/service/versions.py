@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,23 @@ class ModelVersion:
             parts.append(f"α {self.alpha:g}")
         return ", ".join(parts)
 
+    def base_text(self) -> str:
+        """The model it was fine-tuned from, short: 'shapes-chimera', 'v1' (an earlier version of
+        this project), 'model.safetensors' (any other checkpoint, by its file name); '' unknown."""
+        if not self.base.endswith(".safetensors"):
+            return self.base
+        path = Path(self.base)
+        if re.fullmatch(r"v\d+", path.stem) and path.parent.name == "models":
+            return path.stem
+        return path.name
+
     def label(self) -> str:
-        """The model menu's entry: name, date and held-out metrics."""
-        return " · ".join(p for p in (self.name, self.date_text(), self.metrics_text()) if p)
+        """The model menu's entry: name, the model it came from, date and held-out metrics
+        ('v2 · from v1 · 2026-12-02 14:05 · held-out mIoU …'): the numbers compare it with that
+        model, which need not be the project's base model any more."""
+        base = self.base_text()
+        return " · ".join(p for p in (self.name, f"from {base}" if base else "", self.date_text(),
+                                      self.metrics_text()) if p)
 
 
 def _pct(value: float | None) -> str:

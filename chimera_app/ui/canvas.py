@@ -54,6 +54,7 @@ class Canvas(QGraphicsView):
     zoom_changed = Signal(float)  # screen pixels per image pixel
     brush_radius_changed = Signal(float)
     cursor_moved = Signal(float, float)  # image coordinates under the pointer (status bar)
+    pointer_left = Signal()  # the pointer left the view: nothing is under it any more
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -99,6 +100,7 @@ class Canvas(QGraphicsView):
         self._fitted = True  # keep fitting on resize until the user zooms
         self._space = False
         self._hover = False  # the pointer is over the view (the brush circle follows it)
+        self._pointer: QPointF | None = None  # its last viewport position while over the view
         self._pan_from: QPointF | None = None
         self._stroke: list[tuple[float, float]] | None = None
         self._poly: list[tuple[float, float]] | None = None
@@ -395,6 +397,7 @@ class Canvas(QGraphicsView):
         pos = event.position()
         p = self.map_to_image(pos)
         self._hover = True
+        self._pointer = QPointF(pos)
         self._update_brush_cursor(p)
         if self._shape is not None:
             self.cursor_moved.emit(*p)
@@ -487,8 +490,17 @@ class Canvas(QGraphicsView):
 
     def leaveEvent(self, event) -> None:
         self._hover = False
+        self._pointer = None
         self._update_brush_cursor()
+        self.pointer_left.emit()
         super().leaveEvent(event)
+
+    def pointer_image_pos(self) -> tuple[float, float] | None:
+        """Image (x, y) under the pointer now (after a zoom, a fit or another image too), or None
+        when the pointer is not over the view or no image is shown."""
+        if self._pointer is None or self._shape is None:
+            return None
+        return self.map_to_image(self._pointer)
 
     def _finish_polygon(self) -> None:
         points, subtract = self._poly, self._poly_subtract

@@ -39,6 +39,7 @@ class AnnotationController(QObject):
     prediction_shown = Signal(str, float)  # rel, seconds from request to repaint
     prelabel_running = Signal(bool)  # a folder pre-label started (True) or ended (False)
     prelabel_progress = Signal(int, int, float)  # done, total, seconds left (-1: not known yet)
+    view_changed = Signal()  # the labels or provenance on screen changed (the cursor readout is stale)
 
     def __init__(self, session: Session, client, canvas, class_panel, file_list, parent=None):
         super().__init__(parent)
@@ -102,6 +103,7 @@ class AnnotationController(QObject):
         self.canvas.set_notice("")
         self.client.show_image(rel, self.project.root / rel)
         self.state_changed.emit(rel, self.session.doc.state.value)
+        self.view_changed.emit()  # what was under the cursor belonged to the previous image
 
     def _on_image_failed(self, rel: str, reason: str) -> None:
         """An image the engine could not decode: marked in the list, said on the canvas, and
@@ -116,6 +118,7 @@ class AnnotationController(QObject):
         self.file_list.set_failed(rel, reason)
         self.canvas.clear(f"{rel} cannot be opened:\n{reason}\n\nD / A go on to the next image.")
         self.message.emit(f"{rel}: {reason}")
+        self.view_changed.emit()
 
     def _on_image_ready(self, rel: str, rgb: np.ndarray) -> None:
         if rel != self.session.rel:
@@ -180,6 +183,7 @@ class AnnotationController(QObject):
                 size = (doc.labels.shape[1], doc.labels.shape[0])
                 labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
             self.canvas.set_labels(self.session.preview(labels), self._colors(), self._hidden())
+            self.view_changed.emit()
         else:
             self.session.set_prediction(labels, result.confidence)
             self._repaint()
@@ -214,8 +218,12 @@ class AnnotationController(QObject):
             self.failed.emit("disk", str(error))
 
     def _on_fill(self, x: float, y: float) -> None:
+        """Bucket fill: the connected pixels of the clicked class *and* decider (model or person),
+        so it never spreads through pixels a person drew; filling the model's region with its
+        own class makes it the person's."""
         if self.rgb is not None:
-            self._edit(tools.flood(self.session.doc.labels, int(x), int(y)))
+            doc = self.session.doc
+            self._edit(tools.flood(doc.labels, int(x), int(y), doc.provenance))
 
     def _on_classes_reordered(self) -> None:
         self._save_meta()
@@ -265,6 +273,7 @@ class AnnotationController(QObject):
             self.canvas.set_provenance(self.session.doc.provenance)
         elif patch.labels_after.size:
             self.canvas.update_labels(patch.bbox)
+        self.view_changed.emit()
 
     # -- tools ----------------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:
@@ -350,9 +359,15 @@ class AnnotationController(QObject):
         if self.rgb is None:
             return
         verify = self.session.doc.state != ImageState.VERIFIED
-        if self._after_edit(lambda: self.session.mark_verified(verify)) is not None:
-            self.message.emit(f"{self.session.rel} verified (D: next image)" if verify
-                              else f"{self.session.rel} is no longer verified")
+        patch = self._after_edit(lambda: self.session.mark_verified(verify))
+        if patch is None:
+            return
+        if verify:
+            n = self._accepted_pixels(patch)
+            accepted = f"; its {n:,} model pixels count as yours" if n else ""
+            self.message.emit(f"{self.session.rel} verified{accepted} (D: next image)")
+        else:
+            self.message.emit(f"{self.session.rel} is no longer verified")
 
     def describe_pixel(self, x: float, y: float) -> str:
         """The status bar's readout of image pixel (x, y): class, the model's confidence there,
@@ -428,6 +443,11 @@ class AnnotationController(QObject):
     def cancel_prelabel(self) -> None:
         self.client.cancel_prelabel()
 
+    @property
+    def can_resume_prelabel(self) -> bool:
+        """A folder pre-label stopped before it labelled everything (cancelled, or images failed)."""
+        return bool(self._prelabel_remaining)
+
     def _on_prelabel_result(self, result: PrelabelResult) -> None:
         rel, ids, confidence = result.key, result.labels, result.confidence
         if rel in self._prelabel_remaining:
@@ -450,7 +470,7 @@ class AnnotationController(QObject):
         self.prelabel_running.emit(False)
         failed = summary.failed
         text = "Pre-label cancelled" if summary.cancelled else "Pre-label finished"
-        text += f": {summary.done} images"
+        text += f": {summary.done} image" + ("" if summary.done == 1 else "s")
         if failed:
             text += f", {len(failed)} failed ({failed[0][0]}: {failed[0][1]})"
         self.message.emit(text)

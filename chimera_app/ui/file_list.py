@@ -57,13 +57,19 @@ def failed_icon(size: int = 12) -> QIcon:
 
 def state_icon(state: ImageState, size: int = 12) -> QIcon:
     """A ring (unlabeled), a dot (predicted), a half-filled ring (in progress) or a dot with a tick
-    (verified): told apart by shape as well as by colour, for colour-blind users."""
+    (verified): told apart by shape as well as by colour, for colour-blind users. Each sits on a
+    white disc, so it shows on the selected row's highlight too (a blue dot on a blue highlight
+    vanished), and the selected row gets the same pixmap, not the style's tinted one."""
     pixmap = QPixmap(size, size)
     pixmap.fill(Qt.GlobalColor.transparent)
     painter = QPainter(pixmap)
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     color = QColor(STATE_COLORS[state])
-    r = QRectF(1.5, 1.5, size - 3, size - 3)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(QColor("white"))
+    painter.drawEllipse(QRectF(0, 0, size, size))
+    painter.setBrush(Qt.BrushStyle.NoBrush)
+    r = QRectF(2, 2, size - 4, size - 4)
     if state == ImageState.UNLABELED:
         painter.setPen(QPen(color, 1.5))
         painter.drawEllipse(r)
@@ -85,7 +91,9 @@ def state_icon(state: ImageState, size: int = 12) -> QIcon:
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(tick)
     painter.end()
-    return QIcon(pixmap)
+    icon = QIcon(pixmap)
+    icon.addPixmap(pixmap, QIcon.Mode.Selected)
+    return icon
 
 
 class FileList(QWidget):

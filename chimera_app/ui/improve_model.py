@@ -2,10 +2,14 @@
 
 ``FinetuneClient`` carries ``chimera_app.service.finetune_runner`` events to the GUI thread as
 signals (as ``worker.EngineClient`` does for the engine); ``ImproveModelDialog`` only shows them;
-``ImproveModel`` wires the window to both: save first, start the trainer subprocess on the
-project, show progress (also in the status bar, so the dialog may be closed), cancel, and at the end
-the held-out measurement with an offer to switch. Everything that decides anything (the command,
-parsing, cancel and its escalation, what an exit status means) is in the Qt-free runner.
+``ImproveModel`` wires the window to both: save first, check what the app already knows would be
+refused (no model, no classes, fewer verified images than ``MIN_VERIFIED_IMAGES``, the trainer's
+own minimum), start the trainer subprocess on the project, show progress (also in the status bar,
+so the dialog may be closed), cancel, and at the end the held-out measurement with an offer to
+switch. A refusal is worded for the app's users from the trainer's reason (never a command-line
+flag) with the way forward, e.g. "Improve without these classes". Everything that decides anything
+about the subprocess (the command, parsing, cancel and its escalation, what an exit status means)
+is in the Qt-free runner.
 """
 
 from __future__ import annotations
@@ -14,34 +18,96 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractScrollArea,
     QDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
 )
 
+from chimera_app.project.document import ImageState
 from chimera_app.service.finetune_runner import (
     FinetuneNote,
     FinetuneOutcome,
     FinetuneProgress,
+    FinetuneRefusal,
     FinetuneRunner,
     finetune_command,
 )
 from chimera_app.service.versions import compare_rows
 from chimera_app.ui.status_bar import eta_text
 from chimera_engine.errors import ChimeraError
-from chimera_engine.formats.model_versions import active_checkpoint, models_dir
+from chimera_engine.formats.model_versions import MIN_VERIFIED_IMAGES, active_checkpoint, models_dir
 
-__all__ = ["FinetuneClient", "ImproveModel", "ImproveModelDialog"]
+__all__ = ["FinetuneClient", "ImproveModel", "ImproveModelDialog", "precheck", "refusal_text"]
 
-INTRO = ("Learns from the images people verified in this folder (only the pixels a person decided), "
-         "and measures the result on some of them held out. Keep working meanwhile: the model in use "
-         "changes only if you switch at the end.")
+INTRO = ("Learns from the images people verified in this folder (V or Ctrl+Enter: every pixel you did not "
+         "change counts as yours), and measures the result on some of them held out. Keep working meanwhile: "
+         "the model in use changes only if you switch at the end.")
+SKIP_EMPTY = "--skip-empty-classes"  # chimera-train finetune: leave classes without pixels out of training
+
+
+def _count(n: int, word: str) -> str:
+    """'1 image', '3 images'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _names(names: list[str]) -> str:
+    """"'a'", "'a' and 'b'", "'a', 'b' and 'c'"."""
+    quoted = [f"'{n}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def refusal_text(refusal: FinetuneRefusal) -> tuple[str | None, bool]:
+    """(what to tell an app user, whether "Improve without these classes" is a way forward) for the
+    trainer's reason; (None, False) for a reason this app does not know (then its message is shown)."""
+    d = refusal.details
+    if refusal.reason == "too_few_images":
+        verified, needed = int(d.get("verified", 0)), int(d.get("needed", MIN_VERIFIED_IMAGES))
+        were = "is" if verified == 1 else "are"
+        return (f"Improve model learns from the images a person verified: {verified} {were} verified, and it "
+                f"needs at least {needed} (one is held out to measure the result). Correct more images and "
+                "press V on each one that is right (Ctrl+Enter accepts the whole prediction), then Improve "
+                "model again."), False
+    if refusal.reason == "no_classes":
+        return ("This folder has no classes yet: type the name of each class you label in the class box, "
+                "label and verify a few images, then Improve model again."), False
+    if refusal.reason == "no_model":
+        return "No model is in use: choose one in Model → Choose model… first.", False
+    if refusal.reason == "empty_classes":
+        classes, held = list(d.get("classes") or []), list(d.get("held_out") or [])
+        them, it_keeps = ("it", "it keeps") if len(classes) == 1 else ("them", "they keep")
+        train = int(d.get("train_images", 0))
+        text = f"No pixel of {_names(classes)} was decided by a person in the {_count(train, 'verified image')} " \
+               "used for training"
+        if held:
+            text += f" ({', '.join(held)} {'was' if len(held) == 1 else 'were'} held out to measure the result)"
+        text += (f". Paint {them} in a verified image (or press V on an image where the model got {them} right) "
+                 "and Improve model again")
+        if d.get("all_classes"):
+            return text + ".", False
+        return text + f", or improve without {them}: {it_keeps} the current model's behaviour.", True
+    return None, False
+
+
+def precheck(project, model_in_use: str | None) -> str | None:
+    """Why Improve model would be refused, known without starting the trainer (the trainer's own
+    rules: a model, a class, ``MIN_VERIFIED_IMAGES`` verified images); None when it may start."""
+    if not model_in_use:
+        return refusal_text(FinetuneRefusal("no_model", {}))[0]
+    if not len(project.classes):
+        return refusal_text(FinetuneRefusal("no_classes", {}))[0]
+    verified = sum(1 for rel in project.images() if project.state(rel) == ImageState.VERIFIED)
+    if verified < MIN_VERIFIED_IMAGES:
+        return refusal_text(FinetuneRefusal("too_few_images", {"verified": verified,
+                                                               "needed": MIN_VERIFIED_IMAGES}))[0]
+    return None
 
 
 class FinetuneClient(QObject):
@@ -94,15 +160,17 @@ class ImproveModelDialog(QDialog):
 
     cancel_requested = Signal()
     switch_requested = Signal(str, bool)  # version name, re-pre-label the images nobody verified
+    retry_requested = Signal(list)  # run again with these extra trainer arguments
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Improve model")
         self.setModal(False)
-        self.resize(560, 420)
+        self.resize(640, 300)
         self.version: str | None = None
         intro = QLabel(INTRO, wordWrap=True)
         self.stage = QLabel("Starting…")
+        self.stage.setStyleSheet("font-weight: bold;")
         self.bar = QProgressBar()
         self.eta = QLabel("")
         self.notes = QLabel("", wordWrap=True)
@@ -110,10 +178,15 @@ class ImproveModelDialog(QDialog):
         self.summary = QLabel("", wordWrap=True)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["held-out images", "model in use", "new version"])
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.table.setHorizontalHeaderLabels(["on the held-out images", "model in use", "new version"])
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        for column in (1, 2):
+            header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.setSizeAdjustPolicy(QAbstractScrollArea.AdjustToContents)  # every row shows, no scrolling
+        self.table.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Minimum)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the fine-tune; nothing changes, and the next Improve model resumes it")
         self.cancel_button.clicked.connect(self._cancel)
@@ -122,15 +195,21 @@ class ImproveModelDialog(QDialog):
         self.use_prelabel_button = QPushButton("Use it and re-pre-label")
         self.use_prelabel_button.setToolTip("Switch, then pre-label again every image nobody verified")
         self.use_prelabel_button.clicked.connect(lambda: self._switch(True))
+        self.skip_button = QPushButton("Improve without these classes")
+        self.skip_button.setToolTip("Fine-tune on the other classes; the ones without person-decided pixels keep "
+                                    "the current model's behaviour")
+        self.skip_button.clicked.connect(lambda: self.retry_requested.emit([SKIP_EMPTY]))
         self.close_button = QPushButton("Close")
         self.close_button.clicked.connect(self.hide)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
-        for button in (self.cancel_button, self.use_button, self.use_prelabel_button, self.close_button):
+        for button in (self.cancel_button, self.skip_button, self.use_button, self.use_prelabel_button,
+                       self.close_button):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         for widget in (intro, self.stage, self.bar, self.eta, self.notes, self.summary, self.table):
             layout.addWidget(widget)
+        layout.addStretch(1)  # spare height goes below the text, never between its lines
         layout.addLayout(buttons)
         self.start_run()
 
@@ -141,6 +220,7 @@ class ImproveModelDialog(QDialog):
         self.bar.setVisible(True)
         for label in (self.eta, self.notes, self.summary):
             label.setText("")
+            label.setVisible(False)  # an empty label would still take a line
         self.summary.setStyleSheet("")
         self.table.setRowCount(0)
         self.table.setVisible(False)
@@ -148,21 +228,36 @@ class ImproveModelDialog(QDialog):
         self.cancel_button.setVisible(True)
         self.close_button.setText("Hide")
         self.close_button.setToolTip("Hide this window; the fine-tune goes on (its progress stays in the status bar)")
-        for button in (self.use_button, self.use_prelabel_button):
+        for button in (self.use_button, self.use_prelabel_button, self.skip_button):
             button.setVisible(False)
+        self._fit()
 
     def set_progress(self, progress: FinetuneProgress) -> None:
         self.stage.setText(progress.describe())
         self.bar.setRange(0, max(progress.total, 1))
         self.bar.setValue(min(progress.done, progress.total))
         self.eta.setText(eta_text(-1 if progress.eta_s is None else progress.eta_s))
+        self.eta.setVisible(bool(self.eta.text()))
 
     def add_note(self, message: str) -> None:
         self.notes.setText("\n".join(filter(None, [self.notes.text(), message])))
+        self.notes.setVisible(bool(self.notes.text()))
+        self._fit()
 
-    def set_stopping(self) -> None:
+    def set_stopping(self, training_started: bool = True) -> None:
         self.cancel_button.setEnabled(False)
-        self.stage.setText("Stopping… (the trainer saves its run, so the next Improve model resumes it)")
+        self.eta.setText("")  # the time left of a run that stops means nothing
+        self.eta.setVisible(False)
+        self.bar.setRange(0, 0)
+        self.stage.setText("Stopping… (the trainer saves its run, so the next Improve model resumes it)"
+                           if training_started else "Stopping…")
+
+    def show_refusal(self, text: str, offer_skip: bool = False) -> None:
+        """The app knew (or the trainer said) why it cannot improve the model: say it in the app's
+        words, with the way forward."""
+        self.show_outcome(FinetuneOutcome("failed", text))
+        self.skip_button.setVisible(offer_skip)
+        self._fit()
 
     def show_outcome(self, outcome: FinetuneOutcome) -> None:
         """The end: the measurement and the switch offer, or what happened instead (never a traceback;
@@ -170,24 +265,31 @@ class ImproveModelDialog(QDialog):
         self.cancel_button.setVisible(False)
         self.bar.setVisible(False)
         self.eta.setText("")
+        self.eta.setVisible(False)
+        self.summary.setVisible(True)
         self.close_button.setText("Close")
         self.close_button.setToolTip("")
-        titles = {"done": "Finished", "failed": "Cannot improve the model", "cancelled": "Cancelled",
-                  "crashed": "The fine-tune stopped"}
-        self.stage.setText(titles.get(outcome.status, outcome.status))
+        self.stage.setText(outcome.title)
         self.summary.setToolTip(outcome.log[-4000:] if outcome.status == "crashed" else "")
         if outcome.status != "done":
-            self.summary.setText(outcome.message)
+            text, offer_skip = refusal_text(outcome.refusal) if outcome.refusal else (None, False)
+            self.summary.setText(text or outcome.message)
             self.summary.setStyleSheet("color: #a33;" if outcome.status in ("failed", "crashed") else "")
+            self.skip_button.setVisible(offer_skip)
+            self._fit()
             return
         result = outcome.result or {}
         self.version = outcome.version
         held = result.get("held_out_images") or []
+        train = result.get("train_images")
+        rule = str(result.get("alpha_rule", "")).replace(  # versions written before the rule was in words
+            "decided_accuracy", "share of person-decided pixels pre-labelled right")
+        trained_on = "?" if train is None else _count(int(train), "verified image")
         self.summary.setText(
-            f"{self.version}: trained on {result.get('train_images', '?')} verified images for "
-            f"{result.get('iterations', '?')} steps, measured on {len(held)} held-out ones. "
-            f"Blend factor α = {result.get('alpha', '?')} (0 keeps the model in use, 1 is fully fine-tuned; "
-            f"{result.get('alpha_rule', '')}). Switching is one click, and so is rolling back "
+            f"{self.version}: trained on {trained_on} for {result.get('iterations', '?')} steps, measured on "
+            f"{_count(len(held), 'held-out image')}" + (f" ({', '.join(held)})" if 0 < len(held) <= 5 else "")
+            + f". Blend factor α = {result.get('alpha', '?')} (0 keeps the model in use, 1 is fully fine-tuned"
+            + (f"; {rule}" if rule else "") + "). Switching is one click, and so is rolling back "
             "(Model → Versions).")
         rows = compare_rows(result)
         self.table.setRowCount(len(rows))
@@ -202,6 +304,21 @@ class ImproveModelDialog(QDialog):
         self.use_prelabel_button.setText(f"Use {self.version} and re-pre-label")
         for button in (self.use_button, self.use_prelabel_button):
             button.setVisible(True)
+        self._fit()
+
+    def _fit(self) -> None:
+        """As tall as the text and the table need (no scrolling, no gaps), within the screen."""
+        self.table.resizeRowsToContents()
+        self.table.updateGeometry()
+        layout = self.layout()
+        layout.invalidate()
+        layout.activate()
+        width = max(self.width(), self.sizeHint().width())
+        height = layout.totalHeightForWidth(width) if layout.hasHeightForWidth() else self.sizeHint().height()
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        if screen is not None:
+            height = min(height, int(screen.height() * 0.9))
+        self.resize(width, max(height, layout.totalMinimumSize().height()))
 
     def _cancel(self) -> None:
         self.set_stopping()
@@ -232,7 +349,9 @@ class ImproveModel(QObject):
     def running(self) -> bool:
         return self.client.running
 
-    def start(self) -> None:
+    def start(self, extra: list[str] | None = None) -> None:
+        """Improve model: check, save, start the trainer (``extra``: more trainer arguments, e.g.
+        ``--skip-empty-classes`` from a refusal's button)."""
         w = self.window
         if w.project is None:
             w.statusBar().showMessage("Open a folder first (Ctrl+O)", 4000)
@@ -242,6 +361,12 @@ class ImproveModel(QObject):
             return
         w.save()  # the trainer reads the files: the latest verified masks must be in them
         project = w.project
+        refused = precheck(project, w.model_in_use)
+        if refused is not None:  # known already: no trainer is started
+            self._dialog().start_run()
+            self._dialog().show_refusal(refused)
+            self._show_dialog()
+            return
         try:  # start from the model in use: the active version, else the trainer takes project.json's
             base = active_checkpoint(models_dir(project.data_dir))
         except ChimeraError as error:
@@ -249,7 +374,7 @@ class ImproveModel(QObject):
             return
         custom_dir = project.data_dir if project.data_dir != project.root / ".chimera" else None
         command = finetune_command(project.root, custom_dir, None if base is None else str(base), w.device,
-                                   self.extra_args)
+                                   [*self.extra_args, *(extra or [])])
         self._data_dir = project.data_dir
         self._dialog().start_run()
         self._show_dialog()
@@ -258,9 +383,9 @@ class ImproveModel(QObject):
 
     def cancel(self) -> None:
         if self.running:
-            self._dialog().set_stopping()
+            self._dialog().set_stopping(self.client.runner.training_started)
             self.client.cancel()
-            self.window.status.set_finetune("Improving the model: stopping…")
+            self.window.status.set_finetune("Improve model: stopping…")
 
     def project_closing(self) -> None:
         """The fine-tune belongs to the project being closed: stop it (it is saved and resumes)."""
@@ -276,6 +401,7 @@ class ImproveModel(QObject):
             self.dialog = ImproveModelDialog(self.window)
             self.dialog.cancel_requested.connect(self.cancel)
             self.dialog.switch_requested.connect(self._switch)
+            self.dialog.retry_requested.connect(self.start)
         return self.dialog
 
     def _show_dialog(self) -> None:
@@ -297,12 +423,13 @@ class ImproveModel(QObject):
         w = self.window
         w.status.set_finetune(None)
         project = w.project
+        said = (refusal_text(outcome.refusal)[0] if outcome.refusal else None) or outcome.message
         if project is None or project.data_dir != self._data_dir:  # the user moved on meanwhile
-            w.statusBar().showMessage(f"Improve model of {self._data_dir}: {outcome.message}", 8000)
+            w.statusBar().showMessage(f"Improve model of {self._data_dir}: {outcome.title}. {said}", 8000)
             return
         self._dialog().show_outcome(outcome)
         self._show_dialog()
-        w.statusBar().showMessage(f"Improve model: {outcome.message.splitlines()[0]}", 8000)
+        w.statusBar().showMessage(f"Improve model: {outcome.title}. {said.splitlines()[0]}", 8000)
 
     def _switch(self, version: str, prelabel: bool) -> None:
         self.window.model_versions.switch(version, prelabel)

@@ -32,7 +32,7 @@ from chimera_app.ui.file_list import FileList
 from chimera_app.ui.improve_model import ImproveModel
 from chimera_app.ui.menus import TOOLS, build_menus, build_toolbar
 from chimera_app.ui.recent import RecentProjects
-from chimera_app.ui.status_bar import StatusPanel
+from chimera_app.ui.status_bar import StatusBar, StatusPanel
 from chimera_app.ui.versions_menu import ModelVersionsMenu
 from chimera_app.ui.welcome import WelcomePage
 from chimera_app.worker import EngineClient
@@ -70,6 +70,7 @@ class MainWindow(QMainWindow):
         self.file_list = FileList()
         self._dock("Classes", self.class_panel, Qt.LeftDockWidgetArea)
         self._dock("Images", self.file_list, Qt.RightDockWidgetArea)
+        self.setStatusBar(StatusBar(self))  # long messages end at a word, never under the cursor readout
         self.status = StatusPanel(self.statusBar())
         # Item 2 of PRODUCT.md's edge: an explicit "unlabeled" decision, not a forced best guess.
         self.min_confidence = QDoubleSpinBox(minimum=0.0, maximum=0.99, singleStep=0.05, decimals=2, value=0.0)
@@ -79,9 +80,11 @@ class MainWindow(QMainWindow):
         self.status.opacity.valueChanged.connect(lambda v: setattr(self.canvas, "opacity", v / 100))
         self.canvas.zoom_changed.connect(lambda z: self.status.zoom_label.setText(f"{z * 100:.0f} %"))
         self.canvas.cursor_moved.connect(self._on_cursor)
+        self.canvas.pointer_left.connect(self.status.clear_cursor)
         self.canvas.brush_radius_changed.connect(
             lambda r: self.statusBar().showMessage(f"Brush radius {r:.0f} px", 1500))
         self.class_panel.draft_changed.connect(self._on_draft)
+        self.class_panel.class_added.connect(lambda *_: self.status.set_draft("", None))  # the draft is a class now
         self.welcome.open_folder_requested.connect(self.choose_folder)
         self.welcome.demo_requested.connect(self.open_demo)
         self.welcome.recent_requested.connect(lambda folder: self.open_project(Path(folder)))
@@ -97,6 +100,8 @@ class MainWindow(QMainWindow):
         build_menus(self)
         build_toolbar(self)
         self.model_versions = ModelVersionsMenu(self, self.versions_menu)
+        self.improve_model.client.finished.connect(lambda *_: self.update_actions())
+        self._prelabel_running = False
         self._show_welcome()
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
@@ -110,6 +115,20 @@ class MainWindow(QMainWindow):
     def _show_welcome(self) -> None:
         self.welcome.set_recent(self.recent.folders())
         self.pages.setCurrentWidget(self.welcome)
+        self.update_actions()
+
+    def update_actions(self) -> None:
+        """Offer only what can run now: nothing that needs a folder without one, Improve model only
+        with a model in use (or to show the one running), one folder pre-label at a time, Resume
+        only when a pre-label stopped before it was done."""
+        a, has_project = self.actions_by_name, self.project is not None
+        running = self._prelabel_running
+        a["improve_model"].setEnabled(self.improve_model.running or (has_project and bool(self.model_in_use)))
+        a["prelabel"].setEnabled(has_project and not running)
+        a["reprelabel"].setEnabled(has_project and not running)
+        a["resume_prelabel"].setEnabled(has_project and not running and self.controller is not None
+                                        and self.controller.can_resume_prelabel)
+        a["cancel_prelabel"].setEnabled(has_project and running)
 
     def fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -152,6 +171,15 @@ class MainWindow(QMainWindow):
     def _on_cursor(self, x: float, y: float) -> None:
         what = self.controller.describe_pixel(x, y) if self.controller is not None else ""
         self.status.set_cursor(x, y, what)
+
+    def refresh_cursor(self) -> None:
+        """The pixel under the pointer changed without the pointer moving (an edit, a prediction,
+        another image, a model switch): read it again; nothing when the pointer is not over it."""
+        where = self.canvas.pointer_image_pos()
+        if where is None or self.controller is None:
+            self.status.clear_cursor()
+        else:
+            self._on_cursor(*where)
 
     def _on_draft(self, text: str) -> None:
         classes = self.class_panel.classes
@@ -233,6 +261,7 @@ class MainWindow(QMainWindow):
         self.controller.prediction_shown.connect(self._on_prediction_shown)
         self.controller.prelabel_running.connect(self._on_prelabel_running)
         self.controller.prelabel_progress.connect(self.status.set_progress)
+        self.controller.view_changed.connect(self.refresh_cursor)
         self._on_prelabel_running(False)
         self.session.protect_others = self.actions_by_name["protect"].isChecked()
 
@@ -284,6 +313,9 @@ class MainWindow(QMainWindow):
         self.project.close()
         self.project = self.session = self.controller = None
         self.status.hide_progress()
+        self.status.clear_cursor()
+        self.status.set_draft("", None)
+        self.update_actions()
 
     def save(self) -> None:
         if self.session is not None:
@@ -326,6 +358,7 @@ class MainWindow(QMainWindow):
         if self.project is not None and version is None:  # a version never replaces the base model
             self.project.model = info.name
             self._save_meta(self.project)
+        self.update_actions()
         if self.controller is not None:
             self.controller.request_prediction()
 
@@ -357,10 +390,8 @@ class MainWindow(QMainWindow):
 
     def _on_prelabel_running(self, running: bool) -> None:
         """One folder pre-label at a time: while one runs, only Cancel is offered."""
-        self.actions_by_name["prelabel"].setEnabled(not running)
-        self.actions_by_name["resume_prelabel"].setEnabled(not running)
-        self.actions_by_name["cancel_prelabel"].setEnabled(running)
-        self.actions_by_name["reprelabel"].setEnabled(not running)
+        self._prelabel_running = running
+        self.update_actions()
         if not running:
             self.status.hide_progress()
 

@@ -9,10 +9,85 @@ load does not blank it.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QSlider, QStatusBar
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QSlider, QStatusBar, QWidget
 
-__all__ = ["StatusPanel", "eta_text"]
+__all__ = ["StatusBar", "StatusPanel", "elide_words", "eta_text"]
+
+ELLIPSIS = "…"
+MESSAGE_GAP = 16  # pixels between a transient message and the permanent widgets on its right
+
+
+def elide_words(text: str, fits) -> str:
+    """``text`` if ``fits(text)``, else its longest prefix ending at a word that fits with "…"
+    after it (a single word too long for the space is cut inside it, as nothing else fits)."""
+    if fits(text):
+        return text
+    words = text.split(" ")
+    for n in range(len(words) - 1, 0, -1):
+        candidate = " ".join(words[:n]).rstrip(" ,;:·—-") + ELLIPSIS
+        if fits(candidate):
+            return candidate
+    for n in range(len(text) - 1, 0, -1):
+        if fits(text[:n] + ELLIPSIS):
+            return text[:n] + ELLIPSIS
+    return ELLIPSIS
+
+
+class StatusBar(QStatusBar):
+    """A status bar whose transient messages end at a word with "…" where they would run under
+    the permanent widgets (the cursor readout, the model), the whole message in the tooltip.
+    ``currentMessage()`` is the message as given; it is elided again when the bar is resized."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._full, self._shown = "", ""
+        self._expiry = QTimer(self, singleShot=True)
+        self._expiry.timeout.connect(self.clearMessage)
+        self.messageChanged.connect(self._changed)
+
+    def showMessage(self, text: str, timeout: int = 0) -> None:  # noqa: N802 (Qt's name)
+        self._full = text
+        self._expiry.stop()
+        if timeout > 0:
+            self._expiry.start(timeout)
+        self._show_fitted()
+
+    def clearMessage(self) -> None:  # noqa: N802
+        self._expiry.stop()
+        self._full = self._shown = ""
+        super().clearMessage()
+
+    def currentMessage(self) -> str:  # noqa: N802
+        shown = super().currentMessage()
+        return self._full if shown and shown == self._shown else shown
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._full and super().currentMessage() == self._shown:
+            self._show_fitted()
+
+    def message_width(self) -> int:
+        """Pixels a transient message may take: up to the leftmost visible permanent widget."""
+        self.layout().activate()
+        lefts = [w.geometry().left() for w in self.findChildren(QWidget, options=Qt.FindDirectChildrenOnly)
+                 if w.isVisible() and w.geometry().left() > 0]
+        right = min(lefts) if lefts else self.width()
+        return max(0, right - MESSAGE_GAP - 8)  # 8: the message's own left margin
+
+    def _show_fitted(self) -> None:
+        width = self.message_width()
+        shown = elide_words(self._full, lambda t: self.fontMetrics().horizontalAdvance(t) <= width)
+        self.setToolTip(self._full if shown != self._full else "")
+        if shown != super().currentMessage() or shown != self._shown:
+            self._shown = shown
+            super().showMessage(shown, 0)  # the expiry is ours: a re-fit must not restart it
+
+    def _changed(self, text: str) -> None:
+        if text != self._shown:  # shown by Qt itself (a menu's status tip) or cleared
+            self._expiry.stop()
+            self._full = self._shown = text
+            self.setToolTip("")
 
 
 def eta_text(seconds: float) -> str:
@@ -60,6 +135,10 @@ class StatusPanel:
     def set_cursor(self, x: float, y: float, what: str) -> None:
         pixel = f"x {int(x)}  y {int(y)}"
         self.cursor_label.setText(f"{what}   {pixel}" if what else pixel)
+
+    def clear_cursor(self) -> None:
+        """Nothing under the pointer (it left the image)."""
+        self.cursor_label.setText("")
 
     def set_draft(self, name: str, color: tuple[int, int, int] | None) -> None:
         """Show the swatch of the class being typed ("" / None hides it)."""

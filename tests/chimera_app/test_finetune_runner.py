@@ -15,6 +15,7 @@ from chimera_app.service.finetune_runner import (
     FinetuneNote,
     FinetuneOutcome,
     FinetuneProgress,
+    FinetuneRefusal,
     FinetuneRunner,
     classify_exit,
     finetune_command,
@@ -187,3 +188,74 @@ def test_a_command_that_cannot_start_is_reported_once(tmp_path):
     assert not runner.start() and not runner.running
     assert len(events) == 1 and isinstance(events[0], FinetuneOutcome) and events[0].status == "crashed"
     assert "Could not start" in events[0].message
+
+
+@pytest.fixture
+def sigint_ignored():
+    """The app as a shell starts a background job ("chimera-app &"): SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_cancel_while_the_trainer_starts_is_not_lost_when_the_app_ignores_sigint(
+        base_checkpoint, tmp_path, sigint_ignored):  # noqa: F811
+    root = tmp_path / "proj"
+    make_project(root, 4, 4, model=base_checkpoint)
+    runner, recorder = run(finetune_command(root, extra=[*TINY_RUN, "--iterations", "400"]))
+    started = time.monotonic()
+    runner.cancel()  # "Starting the trainer…": no line read yet
+    outcome = runner.wait(60)
+    assert outcome is not None and time.monotonic() - started < 15, "SIGINT was lost; SIGTERM stopped it"
+    # 130: chimera-train's own exit; -SIGINT: before Python set up its handler; 1: Python's own
+    # KeyboardInterrupt in its start-up (runpy), before chimera-train's first line. Never SIGTERM.
+    assert outcome.status == "cancelled" and outcome.exit_code in (130, -signal.SIGINT, 1), outcome
+    assert outcome.message.startswith("Stopped before training began") and "resumes" not in outcome.message
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the app's own disposition is as it was
+    assert not (root / ".chimera" / "models").exists()
+
+
+def test_the_child_gets_sigint_at_its_default_from_any_thread(sigint_ignored):
+    # Python installs its KeyboardInterrupt handler only when it starts with SIGINT at the default.
+    probe = "import signal, sys; sys.exit(0 if signal.getsignal(signal.SIGINT) is signal.default_int_handler else 5)"
+    codes = []
+
+    def start():
+        runner = FinetuneRunner([sys.executable, "-c", probe], lambda event: None)
+        assert runner.start()
+        codes.append(runner.wait(60).exit_code)
+
+    start()  # the main thread: SIGINT handled by a no-op while the child starts (exec resets it)
+    thread = threading.Thread(target=start)  # another thread: the child resets it before exec
+    thread.start()
+    thread.join(60)
+    assert codes == [0, 0]
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the app's own disposition is as it was
+
+
+def test_a_cancelled_refusal_is_the_refusal_and_titles_are_not_repeated():
+    refusal = FinetuneRefusal("empty_classes", {"classes": ["triangle"], "held_out": ["img03.png"]})
+    outcome = classify_exit(1, "", ["chimera-train: no person-decided pixels of 'triangle'"], True, False, refusal)
+    assert outcome.status == "failed" and outcome.refusal == refusal
+    for status_code, cancel, started in ((130, True, True), (-2, True, False), (130, False, True)):
+        outcome = classify_exit(status_code, "", [], cancel, started)
+        assert outcome.title == "Cancelled" and not outcome.message.startswith("Cancelled")
+        assert ("resumes" in outcome.message) == started
+    assert parse_progress_line('{"event": "refused", "reason": "too_few_images", "verified": 1, "needed": 3, '
+                               '"message": "x"}') == FinetuneRefusal("too_few_images", {"verified": 1, "needed": 3,
+                                                                                        "message": "x"})
+
+
+def test_a_refusal_arrives_with_its_reason_in_fields(base_checkpoint, tmp_path):  # noqa: F811
+    from chimera_app.project import Project
+
+    root = tmp_path / "proj"
+    make_project(root, 4, 4, model=base_checkpoint)
+    with Project.open(root) as project:
+        project.classes.add("star")  # nobody labelled it
+        project.save_meta()
+    runner, _ = run(finetune_command(root, extra=TINY_RUN))
+    outcome = runner.wait(TIMEOUT)
+    assert outcome.status == "failed" and outcome.refusal is not None, outcome
+    assert outcome.refusal.reason == "empty_classes" and outcome.refusal.details["classes"] == ["star"]
+    assert len(outcome.refusal.details["held_out"]) == 1 and not outcome.refusal.details["all_classes"]

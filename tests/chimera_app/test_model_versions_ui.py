@@ -64,7 +64,7 @@ def test_the_menu_lists_versions_and_rolls_back_in_one_click(qtbot, project, bas
     assert actions["v2"].isChecked() and not actions["v1"].isChecked() and not actions[None].isChecked()
     assert actions[None].text() == "Base model: base.safetensors"
     text = actions["v1"].text()
-    assert text.startswith("v1 · 20") and "held-out mIoU 40.0 → 55.0 %" in text
+    assert text.startswith("v1 · from base.safetensors · 20") and "held-out mIoU 40.0 → 55.0 %" in text
     assert "pixels to change 1,542 → 1,143 per image" in text and "α 0.5" in text
 
     actions[None].trigger()  # roll back to the base model
