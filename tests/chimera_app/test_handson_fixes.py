@@ -4,14 +4,13 @@ messages end at a word, pre-label counts and Resume, the file list's selected ic
 chip, actions without a folder or a model, versions name their base, and Improve model's
 checks, refusals and result dialog."""
 
-import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QColor, QIcon, QMouseEvent, QPainter, QPixmap
 from PySide6.QtWidgets import QApplication, QStatusBar
 
 from chimera_app.editing import tools
-from chimera_app.project.document import ImageState, Provenance, Region
+from chimera_app.project.document import ImageState, Provenance
 from chimera_app.service.finetune_runner import FinetuneOutcome, FinetuneRefusal, classify_exit
 from chimera_app.service.requests import PrelabelSummary
 from chimera_app.service.versions import ModelVersion
