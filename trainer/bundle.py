@@ -26,12 +26,15 @@ from chimera_engine.tiling import InferenceConfig
 from chimera_trainer.config import DATASET_DEFAULTS, TrainConfig
 from chimera_trainer.data.datasets import build_dataset, load_info
 from chimera_trainer.evaluate import evaluate
+from chimera_trainer.shapes.world import BACKGROUND
 
 SIZE = 64  # shapes-world image side; the shapes CLIP's native input size
 TRAIN_SEED, VAL_SEED = 0, 1
 DEMO_SEED, DEMO_IMAGES, DEMO_SIZE = 7, 8, 256  # demo: a seed no training or test uses, drawn larger
+ZSS_ITERATIONS = DATASET_DEFAULTS["shapes"]["iterations"]
 SCHEDULES = {  # full / quick (smoke test)
-    "clip_steps": (12000, 20), "train_images": (4000, 64), "val_images": (300, 16), "zss_iterations": (8000, 20),
+    "clip_steps": (12000, 20), "train_images": (4000, 64), "val_images": (300, 16),
+    "zss_iterations": (ZSS_ITERATIONS, 20),
 }
 
 
@@ -74,8 +77,10 @@ def write_demo_images(out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False, reuse_clip: bool = False) -> dict:
-    """Run the whole recipe; ``reuse_clip`` keeps a CLIP already pre-trained in ``work``."""
+def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False, reuse_clip: bool = False,
+                         zss_overrides: dict | None = None) -> dict:
+    """Run the whole recipe; ``reuse_clip`` keeps a CLIP already pre-trained in ``work``;
+    ``zss_overrides``: TrainConfig fields that replace the shapes recipe's (recipe experiments)."""
     from chimera_trainer.clip_pretrain import pretrain, report_path
     from chimera_trainer.shapes import write_dataset
     from chimera_trainer.zss import train
@@ -97,14 +102,15 @@ def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False,
 
     torch.manual_seed(TRAIN_SEED)
     dense = dense_clip_model(ClipSpec("shapes-tiny", str(clip_weights)))
-    dense.templates, dense.inference = "single", shapes_inference()
+    dense.templates, dense.inference, dense.background = "single", shapes_inference(), [BACKGROUND]
     report["shapes_clip_eval"] = evaluate_model(dense, data_root)
     dense_path = save_model(dense, out / "shapes-clip.safetensors", embed_clip=True,
                             storage_dtype=torch.float16, info={"evaluation": report["shapes_clip_eval"],
                                                                "zero_shot": report["clip_pretraining"]})
 
     cfg = shapes_train_config(data_root, f"shapes-tiny/{dense_path}",
-                              iterations=SCHEDULES["zss_iterations"][pick], seed=TRAIN_SEED)
+                              **{"iterations": SCHEDULES["zss_iterations"][pick], "seed": TRAIN_SEED,
+                                 **(zss_overrides or {})})
     info = load_info("shapes", data_root / "train")
     model = train(cfg, str(work / "run"), build_dataset("shapes", data_root / "train", "train"), info,
                   device="cpu", fresh=True)

@@ -310,8 +310,13 @@ FIELD_RULES: dict[str, tuple] = {
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "voc": {"iterations": 20000},
     "coco-stuff": {"iterations": 80000},
-    "shapes": {"crop_size": 64, "resize_scale": (128, 64), "clip": "shapes-tiny/bundled:shapes-clip", "body": "shapes",
-               "pretrained_backbone": False, "iterations": 8000, "batch_size": 16, "lr": 1e-3, "head_lr_mult": 1.0,
-               "warmup_iterations": 100, "amp": "none", "eval_short_side": 128, "eval_window": 128,
-               "eval_stride": 96, "checkpoint_every": 500, "workers": 2},
+    # The shapes world is ours, not the paper's: 64 px images whose shapes are 16-35 px wide. The
+    # photographs' scale augmentation (0.5-2x, then a crop) shrinks them to 8 px or cuts them apart,
+    # and a body trained that way does not learn (measured: 4.9 % seen mIoU closed-set after 1,500
+    # iterations, vs 60.6 % at native scale): here images keep their size (flips and colour only).
+    "shapes": {"crop_size": 64, "resize_scale": (128, 64), "resize_ratio": (1.0, 1.0),
+               "clip": "shapes-tiny/bundled:shapes-clip", "body": "shapes", "pretrained_backbone": False,
+               "iterations": 1500, "batch_size": 16, "lr": 1e-3, "head_lr_mult": 1.0, "warmup_iterations": 100,
+               "amp": "none", "eval_short_side": 64, "eval_window": 64, "eval_stride": 48, "checkpoint_every": 500,
+               "workers": 2},
 }

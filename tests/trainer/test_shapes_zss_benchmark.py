@@ -1,11 +1,13 @@
-"""``benchmarks/shapes_zss.py`` runs end to end (a two-iteration smoke run; no numbers are judged)."""
+"""``benchmarks/shapes_zss.py`` runs end to end and resumes (two-iteration smoke runs; no numbers judged)."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "shapes_zss.py"
+TINY = ["--iterations", "2", "--train-images", "24", "--val-images", "6"]
 
 
 def load_benchmark():
@@ -17,15 +19,29 @@ def load_benchmark():
 
 def test_shapes_zss_trains_evaluates_and_tabulates(capsys):
     bench = load_benchmark()
-    rows = ["dense CLIP (training-free)", "Chimera-Seg (full)", "full − SAM"]
-    report = bench.main(["--quick", "--iterations", "2", "--train-images", "24", "--val-images", "6",
-                         "--rows", *rows])
+    rows = ["dense CLIP (training-free)", "Chimera-Seg (full, CSH depth N=2)", "full − SAM"]
+    report = bench.main(["--quick", *TINY, "--rows", *rows])
     assert list(report["rows"]) == rows and report["seeds"] == [0] and report["iterations"] == 2
+    assert report["complete"]
     for row in report["rows"].values():
-        assert set(row) == {"mIoU_seen", "mIoU_unseen", "hIoU"}
-        assert all(0 <= v["mean"] <= 100 for v in row.values())
+        assert {"mIoU_seen", "mIoU_seen_shapes", "mIoU_unseen", "hIoU", "background_kept"} <= set(row)
+        assert all(0 <= v["mean"] <= 100 for k, v in row.items() if k != "seeds")
     table = capsys.readouterr().out
     assert all(f"| {name} |" in table for name in rows)
+
+
+def test_runs_are_stored_one_by_one_and_resumed(tmp_path):
+    bench = load_benchmark()
+    results = tmp_path / "table.json"
+    args = [*TINY, "--seeds", "0", "--rows", "full − SGD", "full − SAM", "--results", str(results)]
+    first = bench.main([*args, "--max-runs", "1"])
+    stored = json.loads(results.read_text())
+    assert list(stored["runs"]) == ["full − SGD | seed 0"] and not first["complete"]
+    second = bench.main(args)
+    stored = json.loads(results.read_text())
+    assert set(stored["runs"]) == {"full − SGD | seed 0", "full − SAM | seed 0"} and second["complete"]
+    with pytest.raises(SystemExit):  # other settings are never mixed into the same table
+        bench.main(["--iterations", "3", *TINY[2:], "--seeds", "0", "--rows", "full − SGD", "--results", str(results)])
 
 
 def test_shapes_zss_rejects_unknown_rows():
