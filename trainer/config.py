@@ -55,6 +55,7 @@ class TrainConfig:
     teacher_size: int = 0  # input size of the CLIP teacher; 0 = CLIP's native size
     sam_weight: float = 1.0  # 0 = no Semantic Alignment Module
     sam_tau: float = 0.07
+    background_weight: float = 1.0  # CE weight of a dataset's background class (shapes: most pixels)
     # optimisation [PAPER.md §5]
     iterations: int = 20000
     batch_size: int = 16  # global: per-process batch x processes x accumulation
@@ -286,6 +287,7 @@ FIELD_RULES: dict[str, tuple] = {
     "teacher_size": ("int", 0, 4096),
     "sam_weight": ("float", 0.0, 1000.0),
     "sam_tau": ("float", 0.0, 10.0, True),
+    "background_weight": ("float", 0.0, 100.0),
     "iterations": ("int", 1, _BIG),
     "batch_size": ("int", 1, 65536),
     "accumulation": ("int", 1, 65536),

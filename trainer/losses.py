@@ -23,12 +23,15 @@ def keep_ratio(step: int, total: int, start: float = 1.0, end: float = 0.1, sche
     return end + (start - end) * (1 - t)
 
 
-def seen_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def seen_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                       weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``B x S x h x w`` (upsampled bilinearly to the labels) vs labels ``B x H x W`` in 0..S-1,
-    255 ignored. Returns (sum of per-pixel CE, number of labelled pixels)."""
+    255 ignored. Returns (sum of per-pixel CE, number of labelled pixels); with ``weight`` (one per
+    class) each pixel's CE and count are scaled by its class's weight."""
     logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
-    return loss, (labels != IGNORE).sum()
+    loss = F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE, reduction="sum")
+    valid = labels != IGNORE
+    return loss, (valid.sum() if weight is None else weight[labels[valid]].sum())
 
 
 def selective_global_distillation(features: torch.Tensor, teacher: torch.Tensor, ratio: float,

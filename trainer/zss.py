@@ -87,8 +87,8 @@ class _Step:
     """One optimisation step: micro-batches, the three losses, backward, optimizer and schedule."""
 
     def __init__(self, cfg: TrainConfig, net, clip, text: torch.Tensor, optimizer, scheduler, device,
-                 world_size: int):
-        self.cfg, self.net, self.clip, self.text = cfg, net, clip, text
+                 world_size: int, ce_weight: torch.Tensor | None = None):
+        self.cfg, self.net, self.clip, self.text, self.ce_weight = cfg, net, clip, text, ce_weight
         self.optimizer, self.scheduler, self.device, self.world_size = optimizer, scheduler, device, world_size
         self.teacher_size = cfg.teacher_size or clip.visual.image_size[0]
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
@@ -107,7 +107,7 @@ class _Step:
         cfg = self.cfg
         features = self.net(images)
         logits = torch.einsum("bchw,kc->bkhw", features.float(), self.text) / cfg.tau
-        terms = {"ce": (1.0, losses.seen_cross_entropy(logits, labels))}
+        terms = {"ce": (1.0, losses.seen_cross_entropy(logits, labels, self.ce_weight))}
         if cfg.sgd_weight:
             self._synchronize()
             started = time.perf_counter()
@@ -159,7 +159,8 @@ def per_process_batch(cfg: TrainConfig, world_size: int) -> int:
 
 
 def prepare_steps(model: SegmentationModel, cfg: TrainConfig, clip: torch.nn.Module, text: torch.Tensor,
-                  device: torch.device, world_size: int, run: RunDir, resume: bool) -> tuple["_Step", int]:
+                  device: torch.device, world_size: int, run: RunDir, resume: bool,
+                  ce_weight: torch.Tensor | None = None) -> tuple["_Step", int]:
     """Optimizer, schedule, (DDP and SyncBatchNorm on GPUs) and the training step for
     ``model.encoder``, restored from ``run`` when ``resume``; returns the step and where it resumes."""
     encoder = model.encoder
@@ -168,7 +169,8 @@ def prepare_steps(model: SegmentationModel, cfg: TrainConfig, clip: torch.nn.Mod
     if world_size > 1 and device.type == "cuda":  # batch statistics over the global batch
         model.encoder = encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
     net = DistributedDataParallel(encoder) if world_size > 1 else encoder
-    step_fn = _Step(cfg, net, clip, text.to(device), optimizer, scheduler, device, world_size)
+    step_fn = _Step(cfg, net, clip, text.to(device), optimizer, scheduler, device, world_size,
+                    None if ce_weight is None else ce_weight.to(device))
     if not resume:
         return step_fn, 0
     state = run.load_state()
@@ -195,7 +197,11 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
     text = TextEncoder(clip, model.templates).encode(list(info.seen)).to(dev)  # seen names only
 
     per_process = per_process_batch(cfg, context.world_size)
-    step_fn, step = prepare_steps(model, cfg, clip, text, dev, context.world_size, run, resume)
+    ce_weight = None
+    if info.background and cfg.background_weight != 1.0:  # background's share of the per-pixel CE
+        ce_weight = torch.ones(len(info.seen))
+        ce_weight[info.seen.index(info.background)] = cfg.background_weight
+    step_fn, step = prepare_steps(model, cfg, clip, text, dev, context.world_size, run, resume, ce_weight)
     encoder = model.encoder  # SyncBatchNorm may have replaced it
     if not resume and context.is_main:
         run.write_config(cfg.to_dict())

@@ -114,3 +114,23 @@ def test_lr_schedule_and_parameter_groups():
     groups = {g["name"]: g for g in parameter_groups(model, 1e-4, 10, 0.01)}
     assert groups["backbone"]["lr"] == 1e-4 and groups["head"]["lr"] == pytest.approx(1e-3)
     assert groups["head-no-decay"]["weight_decay"] == 0 and not math.isnan(groups["backbone"]["weight_decay"])
+
+
+def test_class_weighted_cross_entropy_is_the_weighted_mean_over_labelled_pixels():
+    import torch
+    import torch.nn.functional as F
+
+    from chimera_trainer.losses import seen_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4)
+    labels = torch.randint(0, 3, (2, 4, 4))
+    labels[0, 0, :] = 255
+    weight = torch.tensor([0.1, 1.0, 2.0])
+    loss, count = seen_cross_entropy(logits, labels, weight)
+    per_pixel = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")
+    valid = labels != 255
+    w = weight[labels.clamp(max=2)] * valid
+    assert torch.allclose(loss / count, (per_pixel * w).sum() / w.sum())
+    plain_loss, plain_count = seen_cross_entropy(logits, labels)
+    assert plain_count == valid.sum() and torch.allclose(plain_loss / plain_count, per_pixel[valid].mean())
