@@ -156,8 +156,9 @@ def test_model_names_carry_the_method_and_its_settings(tmp_path):
 def test_bundled_shapes_clip_takes_a_method_and_keeps_its_prompts():
     from chimera_engine.models import build_model
 
-    plain, naclip = build_model("shapes-clip"), build_model("shapes-clip+naclip")
-    assert plain.encoder.method == "maskclip"  # the file predates methods: its value-only last block
-    assert naclip.encoder.method == "naclip" and naclip.name == "shapes-clip+naclip"
-    assert (naclip.templates, naclip.logit_scale) == (plain.templates, plain.logit_scale)
-    assert (naclip.inference.short_side, naclip.inference.window, naclip.inference.stride) == (96, 64, 32)
+    plain, maskclip = build_model("shapes-clip"), build_model("shapes-clip+maskclip")
+    assert plain.encoder.method == "naclip"  # the bundle records the default method
+    assert maskclip.encoder.method == "maskclip" and maskclip.name == "shapes-clip+maskclip"
+    assert (maskclip.templates, maskclip.logit_scale) == (plain.templates, plain.logit_scale)
+    assert maskclip.background == plain.background == ["background"]  # the model's own prompt stays
+    assert (plain.inference.short_side, plain.inference.window, plain.inference.stride) == (64, 64, 48)  # as trained
