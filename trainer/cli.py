@@ -134,6 +134,7 @@ def cmd_shapes_clip(args) -> int:
 
     report = pretrain(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       scenes=args.scenes, eval_every=args.eval_every, matched_positives=args.matched_positives,
+                      init=args.init, warmup=args.warmup,
                       log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
     print(json.dumps(report, indent=1))
     return 0 if report["accuracy"] >= 0.9 else 3
@@ -247,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eval-every", type=int, default=500, help="zero-shot accuracy every N steps (0 = end only)")
     c.add_argument("--matched-positives", action="store_true",
                    help="captions match every batch image they describe (see trainer/clip_pretrain.py)")
+    c.add_argument("--init", type=Path, default=None,
+                   help="start from these CLIP weights (.safetensors state dict) instead of random ones")
+    c.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     c.set_defaults(func=cmd_shapes_clip)
 
     b = sub.add_parser("bundle", help="rebuild the bundled shapes-clip and shapes-chimera models")
