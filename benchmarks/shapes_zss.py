@@ -20,6 +20,7 @@ Prints one JSON object (per-seed numbers, mean ± std) and a markdown table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -93,7 +94,10 @@ def markdown(rows: dict) -> str:
 def _settings(args, clip: str, iterations: int) -> dict:
     """What a stored run depends on; runs made with other settings are not mixed into the table."""
     path = Path(clip.split("/", 1)[1]) if "/" in clip else None
-    clip_id = {"spec": clip, "bytes": path.stat().st_size if path and path.is_file() else None}
+    if path is not None and path.is_file():  # the same file wherever the checkout lies
+        clip_id = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    else:
+        clip_id = {"spec": clip}
     recipe = shapes_train_config(Path("."), clip).to_dict()
     recipe.pop("data_root"), recipe.pop("seed"), recipe.pop("clip")
     return {"iterations": iterations, "clip": clip_id, "recipe": {**recipe, "iterations": iterations},
