@@ -353,8 +353,7 @@ class ImproveModel(QObject):
         """Improve model: check, save, start the trainer (``extra``: more trainer arguments, e.g.
         ``--skip-empty-classes`` from a refusal's button)."""
         w = self.window
-        if w.project is None:
-            w.statusBar().showMessage("Open a folder first (Ctrl+O)", 4000)
+        if not w.has_project():
             return
         if self.running:  # one at a time: show the one that runs
             self._show_dialog()

@@ -140,11 +140,16 @@ class MainWindow(QMainWindow):
             self.recent_menu.addAction("(none yet)").setEnabled(False)
 
     # -- commands -------------------------------------------------------------------------------
-    def with_controller(self, method: str, *args) -> None:
-        if self.controller is None:
+    def has_project(self) -> bool:
+        """Whether a folder is open; if not, the status bar says how to open one."""
+        if self.project is None or self.controller is None:
             self.statusBar().showMessage("Open a folder first (Ctrl+O)", 4000)
-            return
-        getattr(self.controller, method)(*args)
+            return False
+        return True
+
+    def with_controller(self, method: str, *args) -> None:
+        if self.has_project():
+            getattr(self.controller, method)(*args)
 
     def set_tool(self, name: str) -> None:
         self.canvas.set_tool(name)
@@ -415,8 +420,7 @@ class MainWindow(QMainWindow):
         self._back_to_canvas()
 
     def export(self) -> None:
-        if self.project is None:
-            self.statusBar().showMessage("Open a folder first (Ctrl+O)", 4000)
+        if not self.has_project():
             return
         from chimera_app.ui.dialogs import ExportDialog
 
@@ -425,8 +429,7 @@ class MainWindow(QMainWindow):
         self._back_to_canvas()
 
     def show_report(self) -> None:
-        if self.project is None:
-            self.statusBar().showMessage("Open a folder first (Ctrl+O)", 4000)
+        if not self.has_project():
             return
         from chimera_app.report import build_report
         from chimera_app.ui.report_window import ReportWindow
