@@ -37,6 +37,7 @@ from chimera_engine.atomic import atomic_write_json  # noqa: E402
 from chimera_engine.clip_loading import ClipSpec, bundled_model_path  # noqa: E402
 from chimera_engine.models import dense_clip_model  # noqa: E402
 from chimera_trainer.bundle import SIZE, evaluate_model, shapes_inference, shapes_train_config  # noqa: E402
+from chimera_trainer.config import TrainConfig, apply_overrides  # noqa: E402
 from chimera_trainer.data.datasets import build_dataset, load_info  # noqa: E402
 from chimera_trainer.shapes import BACKGROUND, write_dataset  # noqa: E402
 from chimera_trainer.zss import train  # noqa: E402
@@ -58,13 +59,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "shapes_zss.json"
 DEFAULT_ITERATIONS = 600
 
 
-def run_row(name, overrides, data_root: Path, clip: str, seed: int, iterations: int, work: Path) -> dict:
+def run_row(name, overrides, data_root: Path, clip: str, seed: int, iterations: int, work: Path,
+            recipe_changes: list[str] = ()) -> dict:
     if overrides is None:
         model = dense_clip_model(ClipSpec.parse(clip))
         model.templates, model.inference = "single", shapes_inference()
         model.background = [BACKGROUND]
         return evaluate_model(model, data_root)
-    cfg = shapes_train_config(data_root, clip, iterations=iterations, seed=seed, workers=1, **overrides)
+    cfg = shapes_train_config(data_root, clip, iterations=iterations, seed=seed, workers=1)
+    cfg = TrainConfig.from_dict({**apply_overrides(cfg.to_dict(), list(recipe_changes)), **overrides})
     torch.manual_seed(seed)
     info = load_info("shapes", data_root / "train")
     model = train(cfg, str(work / f"run-{seed}"), build_dataset("shapes", data_root / "train", "train"),
@@ -98,7 +101,7 @@ def _settings(args, clip: str, iterations: int) -> dict:
         clip_id = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     else:
         clip_id = {"spec": clip}
-    recipe = shapes_train_config(Path("."), clip).to_dict()
+    recipe = apply_overrides(shapes_train_config(Path("."), clip).to_dict(), args.set)
     recipe.pop("data_root"), recipe.pop("seed"), recipe.pop("clip")
     return {"iterations": iterations, "clip": clip_id, "recipe": {**recipe, "iterations": iterations},
             "train_images": args.train_images or (400 if args.quick else 2000),
@@ -129,6 +132,9 @@ def main(argv=None) -> dict:
                         f"(default: {RESULTS.relative_to(RESULTS.parents[2])}; --quick: none)")
     p.add_argument("--fresh", action="store_true", help="forget the runs stored in --results")
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (resume later)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the shapes recipe for every trained row (a TrainConfig key, e.g. tau=0.03); "
+                        "stored in the settings, so use another --results file")
     args = p.parse_args(argv)
     unknown = sorted(set(args.rows or ()) - set(ROWS))
     if unknown:
@@ -145,13 +151,15 @@ def main(argv=None) -> dict:
         data_root = Path(tmp) / "shapes"
         write_dataset(data_root / "train", settings["train_images"], seed=TRAIN_SEED_OFFSET, size=SIZE)
         write_dataset(data_root / "val", settings["val_images"], seed=TRAIN_SEED_OFFSET + 1, size=SIZE)
-        for name, overrides in rows.items():
-            for seed in (seeds if overrides is not None else seeds[:1]):
+        for seed in seeds:  # seed-major: a partial table has every row once before any row twice
+            for name, overrides in rows.items():
+                if overrides is None and seed != seeds[0]:
+                    continue  # training-free: one run is the result
                 key = f"{name} | seed {seed}"
                 if key in store["runs"] or (args.max_runs is not None and new_runs >= args.max_runs):
                     continue
                 t0 = time.perf_counter()
-                result = run_row(name, overrides, data_root, clip, seed, iterations, Path(tmp))
+                result = run_row(name, overrides, data_root, clip, seed, iterations, Path(tmp), args.set)
                 store["runs"][key] = {"row": name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
                                       **{k: result.get(k) for k in METRICS}, "per_class_iou": result["per_class_iou"],
                                       "torch": torch.__version__, "open_clip": open_clip.__version__}

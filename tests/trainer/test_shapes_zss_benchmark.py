@@ -47,3 +47,36 @@ def test_runs_are_stored_one_by_one_and_resumed(tmp_path):
 def test_shapes_zss_rejects_unknown_rows():
     with pytest.raises(SystemExit):
         load_benchmark().main(["--rows", "no such row"])
+
+
+def test_a_partial_table_has_every_row_once_before_any_row_twice(tmp_path):
+    bench = load_benchmark()
+    results = tmp_path / "table.json"
+    bench.main([*TINY, "--seeds", "0", "1", "--rows", "full − SGD", "full − SAM", "--results", str(results),
+                "--max-runs", "2"])
+    assert list(json.loads(results.read_text())["runs"]) == ["full − SGD | seed 0", "full − SAM | seed 0"]
+
+
+def test_recipe_changes_reach_training_and_are_part_of_the_settings(tmp_path, monkeypatch):
+    bench = load_benchmark()
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(cfg, *args, **kwargs):
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(bench, "train", fake_train)
+    results = tmp_path / "table.json"
+    with pytest.raises(Stop):
+        bench.main([*TINY, "--seeds", "0", "--rows", "full − SAM", "--results", str(results),
+                    "--set", "tau=0.03", "--set", "sam_weight=0.5"])
+    assert seen[0].tau == 0.03 and seen[0].sam_weight == 0.0  # the row's own change wins over --set
+    monkeypatch.undo()
+    bench = load_benchmark()
+    bench.main([*TINY, "--seeds", "0", "--rows", "full − SAM", "--results", str(results), "--set", "tau=0.03"])
+    assert json.loads(results.read_text())["settings"]["recipe"]["tau"] == 0.03
+    with pytest.raises(SystemExit):  # a table made with another recipe is not extended
+        bench.main([*TINY, "--seeds", "0", "--rows", "full − SAM", "--results", str(results)])
