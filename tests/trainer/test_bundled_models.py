@@ -14,13 +14,13 @@ from chimera_trainer.shapes import BACKGROUND, SHAPE_CLASSES, SPLIT, sample
 HELD_OUT_SEED = 424242  # never a training (0), validation (1), demo (7) or benchmark seed
 IMAGES = 60
 CLASSES = [BACKGROUND, *SHAPE_CLASSES]  # label 0 = background = unlabeled in the app
-# Regression floors, about 0.7 of what the shipped shapes-chimera measures on these images (hIoU 0.069,
-# seen shapes 0.216, unseen 0.039, background kept 0.952; README "Status" has them with the issue's
+# Regression floors, about 0.7 of what the shipped shapes-chimera measures on these images (hIoU 0.105,
+# seen shapes 0.297, unseen 0.061, background kept 0.957; README "Status" has them with the issue's
 # targets, which are not met): a model that broke (wrong weights, class order, preprocessing or
 # background rule) falls below them. Classes it segments under 0.05 IoU get no floor.
-MEASURED = {"circle": 0.39, "square": 0.12, "triangle": 0.16, "star": 0.07, "ring": 0.56, "cross": 0.30,
-            "heart": 0.0, "crescent": 0.23, "hexagon": 0.05, "diamond": 0.04, "pentagon": 0.03, "arrow": 0.12}
-FLOORS = {"background_kept": 0.85, "seen_shapes": 0.15, "unseen": 0.025, "hIoU": 0.045,
+MEASURED = {"circle": 0.44, "square": 0.25, "triangle": 0.23, "star": 0.07, "ring": 0.65, "cross": 0.40,
+            "heart": 0.0, "crescent": 0.28, "hexagon": 0.12, "diamond": 0.13, "pentagon": 0.09, "arrow": 0.20}
+FLOORS = {"background_kept": 0.85, "seen_shapes": 0.21, "unseen": 0.043, "hIoU": 0.073,
           "per_class": {c: round(0.7 * v, 3) if v >= 0.05 else 0.0 for c, v in MEASURED.items()}}
 
 
@@ -69,8 +69,8 @@ def test_shapes_chimera_leaves_background_unlabeled_and_finds_seen_and_unseen_sh
 
 
 def test_shapes_chimera_beats_training_free_dense_clip_on_seen_shapes_and_background(chimera):
-    # Not on unseen shapes (0.039 vs 0.068 here): the paper's ordering holds only in part (README).
+    # Not on unseen shapes (0.061 vs 0.068 here): the paper's ordering holds only in part (README).
     dense = held_out("shapes-clip")
     assert chimera["mIoU_seen_shapes"] > 2 * dense["mIoU_seen_shapes"], (chimera, dense)
     assert chimera["per_class_recall"][BACKGROUND] > 0.5 > dense["per_class_recall"][BACKGROUND], (chimera, dense)
-    assert chimera["hIoU"] >= dense["hIoU"] * 0.9, (chimera, dense)
+    assert chimera["hIoU"] >= dense["hIoU"] * 1.3, (chimera, dense)  # measured: 0.105 vs 0.065
