@@ -1,0 +1,22 @@
+"""``benchmarks/shapes_curve.py`` evaluates one schedule in segments and resumes between them (tiny run)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "shapes_curve.py"
+
+
+def test_curve_has_one_point_per_segment_of_one_schedule(tmp_path):
+    spec = importlib.util.spec_from_file_location("shapes_curve", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.main(["--iterations", "4", "--every", "2", "--work", str(tmp_path), "--train-images", "24",
+                         "--val-images", "6", "--set", "batch_size=4", "--set", "checkpoint_every=100"])
+    assert [p["iteration"] for p in report["curve"]] == [2, 4]
+    assert report["config"]["iterations"] == 4 and report["config"]["batch_size"] == 4
+    assert all(0 <= p["hIoU"] <= 100 and "background" in p["per_class_iou"] for p in report["curve"])
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iter"] for m in metrics if "iter" in m][-1] == 4  # one run, resumed: iterations 1-4 once
+    assert json.loads((tmp_path / "curve.json").read_text())["curve"] == report["curve"]
+    assert (tmp_path / "model.safetensors").is_file()
