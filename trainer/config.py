@@ -315,11 +315,12 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # The shapes world is ours, not the paper's: 64 px images whose shapes are 16-35 px wide. The
     # photographs' scale augmentation (0.5-2x, then a crop) shrinks them to 8 px or cuts them apart,
     # and a body trained that way does not learn (measured: 4.9 % seen mIoU closed-set after 1,500
-    # iterations, vs 60.6 % at native scale): here images keep their size (flips and colour only).
+    # iterations, vs 60.6 % at native scale, both with background ignored): here images keep their
+    # size (flips and colour only).
     # Body and head grid: ResNet-18 at 4 px per head token (seen shapes 0.213 vs 0.149 mIoU with the
     # MobileNetV3 body, same recipe and data; README "Status"). Schedule: the body is still learning the
-    # shapes at 1,500 iterations; 3,000 take ~50 min on a 2-core CPU (curve in
-    # benchmarks/results/shapes_curve.json: seen shapes 7.6 / 14.0 / 21.4 / 26.4 / 28.8 % IoU at 500-2,500).
+    # shapes at 1,500 iterations; 3,000 take ~45 min on a 2-core CPU (benchmarks/results/shapes_curve.json:
+    # seen shapes 7.6 / 14.0 / 21.4 / 26.4 / 28.8 / 30.2 % IoU every 500 iterations up to 3,000).
     "shapes": {"crop_size": 64, "resize_scale": (128, 64), "resize_ratio": (1.0, 1.0),
                "clip": "shapes-tiny/bundled:shapes-clip", "body": "shapes-r18", "token_stride": 4,
                "pretrained_backbone": False,
