@@ -93,7 +93,8 @@ def markdown(rows: dict) -> str:
     lines = ["| model | seeds | mIoU(S) incl. background | mIoU(S) shapes | mIoU(U) | hIoU | background kept |",
              "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        cells = [f"{r[k]['mean']:.1f} ± {r[k]['std']:.1f}" if k in r else "–" for k in METRICS]
+        cells = ["–" if k not in r else f"{r[k]['mean']:.1f}" if r["seeds"] == 1  # no spread from one run
+                 else f"{r[k]['mean']:.1f} ± {r[k]['std']:.1f}" for k in METRICS]
         lines.append(f"| {name} | {r['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
