@@ -4,7 +4,9 @@ The app keeps a project open (and OS-locked) while ``chimera-train finetune`` ru
 so this module never takes the project's lock and never writes a byte into it: it reads the plain
 files the store documents (``chimera_app/project/store.py``: ``project.json``, ``labels/``,
 ``provenance/``, ``commit.json`` of a save in flight and the edit ``journal.log``) and replays the
-journal over the saved maps, as the store does when it opens a project. The trainer does not
+journal over the saved maps, as the store does when it opens a project. Which ``project.json`` is
+readable, how journal records are framed and what ``commit.json`` holds are read by the same engine
+code the store uses (``chimera_engine.formats.project_files``). The trainer does not
 import the app (``chimera_app → engine ← trainer``); the file format is the contract, and the tests
 write projects with the app's own store.
 
@@ -20,10 +22,7 @@ What a fine-tune learns from (PAPER.md §1's "ignore" applied to a project):
 from __future__ import annotations
 
 import dataclasses
-import json
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import cv2
@@ -32,16 +31,14 @@ import numpy as np
 from chimera_engine.class_names import parse_classes
 from chimera_engine.errors import ChimeraError
 from chimera_engine.formats.png_masks import read_index_png
+from chimera_engine.formats import project_files
+from chimera_engine.formats.project_files import (COMMIT_NAME, DATA_DIR_NAME, JOURNAL_NAME, JournalRecord,
+                                                  ProjectFileError, read_commit, read_project_json)
 from chimera_engine.images import load_image
 
 IGNORE = 255
 PERSON = 2  # provenance value of a pixel a person decided (painted or accepted)
 VERIFIED = "human-verified"
-DATA_DIR_NAME = ".chimera"
-PROJECT_FORMAT, PROJECT_VERSION = "chimera-project", 1
-
-_FRAME = struct.Struct("<4sII")  # journal record: magic, payload length, CRC-32 of the payload
-_MAGIC = b"CJR1"
 COMMIT_RETRIES, COMMIT_WAIT_S = 50, 0.1  # how long to wait for an app's save in flight
 
 
@@ -98,22 +95,21 @@ class ProjectSnapshot:
             lut[cls.id] = index
         return lut
 
-    def load(self, rel: str, journal: dict[str, list[tuple[dict, np.ndarray, np.ndarray]]] | None = None,
+    def load(self, rel: str, journal: dict[str, list[JournalRecord]] | None = None,
              lut: np.ndarray | None = None) -> VerifiedImage:
         """Image ``rel`` with its saved maps and journal replayed (ProjectDataError when unreadable)."""
         image = load_image(self.root / rel)
         height, width = image.shape[:2]
         labels, provenance = self._saved_maps(rel, height, width)
         records = (journal if journal is not None else read_journal(self.data_dir)).get(rel, [])
-        for head, box_labels, box_prov in records:
-            y0, x0 = int(head["y0"]), int(head["x0"])
-            h, w = box_labels.shape
-            if (int(head["image_height"]), int(head["image_width"])) != (height, width) \
-                    or y0 + h > height or x0 + w > width:
+        for record in records:
+            y0, x0 = record.y0, record.x0
+            h, w = record.labels.shape
+            if record.image_shape != (height, width) or y0 + h > height or x0 + w > width:
                 raise ProjectDataError(f"unsaved edits of '{rel}' were made on an image of another size "
                                        "(was the image replaced?); open the project in Chimera to resolve it")
-            labels[y0:y0 + h, x0:x0 + w] = box_labels
-            provenance[y0:y0 + h, x0:x0 + w] = box_prov
+            labels[y0:y0 + h, x0:x0 + w] = record.labels
+            provenance[y0:y0 + h, x0:x0 + w] = record.provenance
         lut = self.class_lut() if lut is None else lut
         decided = provenance == PERSON
         index = lut[labels]
@@ -136,7 +132,10 @@ class ProjectSnapshot:
 
     def _renaming(self, rel: str) -> bool:
         ours = {str(self.data_dir / kind / f"{rel}.png") for kind in ("labels", "provenance")}
-        renames = read_commit(self.data_dir).get("renames", [])
+        try:
+            renames = (read_commit(self.data_dir / COMMIT_NAME) or {"renames": []})["renames"]
+        except ProjectFileError:
+            return False  # the app reports a damaged commit.json when it opens the project
         return any(str(target) in ours and Path(source).exists() for source, target in renames)
 
     def _read_maps(self, rel: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,21 +171,20 @@ def read_snapshot(root: str | Path, project_dir: str | Path | None = None) -> Pr
         raise ProjectDataError(f"'{root}' has no Chimera project ({path} is missing): open the folder in "
                                "chimera-app, label and verify some images first")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ProjectDataError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != PROJECT_FORMAT:
-        raise ProjectDataError(f"{path} is not a Chimera project file")
-    if not isinstance(meta.get("version"), int) or meta["version"] > PROJECT_VERSION:
-        raise ProjectDataError(f"{path} was written by a newer Chimera (format version {meta.get('version')})")
+        meta = read_project_json(path)
+    except ProjectFileError as exc:
+        raise ProjectDataError(str(exc)) from exc
     classes = _classes(meta, path)
     states = {str(rel): str(entry.get("state", "unlabeled"))
               for rel, entry in dict(meta.get("images") or {}).items() if isinstance(entry, dict)}
-    for rel, entry in read_commit(data_dir).get("entries", {}).items():  # saved, not yet in project.json
-        if isinstance(entry, dict):
-            states[str(rel)] = str(entry.get("state", "unlabeled"))
+    try:
+        commit = read_commit(data_dir / COMMIT_NAME) or {"entries": {}}
+    except ProjectFileError:
+        commit = {"entries": {}}  # the app reports a damaged commit.json when it opens the project
+    for rel, entry in commit["entries"].items():  # saved, not yet in project.json
+        states[rel] = str(entry.get("state", "unlabeled"))
     for rel, records in read_journal(data_dir).items():  # edits not yet saved: their state is newer
-        states[rel] = str(records[-1][0]["state"])
+        states[rel] = records[-1].state
     verified = sorted(rel for rel, state in states.items() if state == VERIFIED and _inside(rel))
     model = meta.get("model")
     templates = meta.get("templates")
@@ -212,53 +210,10 @@ def _inside(rel: str) -> bool:
     return bool(rel) and not Path(rel).is_absolute() and ".." not in parts and "\\" not in rel
 
 
-def read_commit(data_dir: Path) -> dict:
-    """The store's ``commit.json`` (a save past its commit point whose renames or project.json entry
-    may not be done yet) as ``{"entries": {rel: entry}, "renames": [[staged, target], ...]}``; empty
-    when there is none or it cannot be read (the app reports a damaged one itself)."""
+def read_journal(data_dir: Path) -> dict[str, list[JournalRecord]]:
+    """Every intact journal record, per image, oldest first; a torn or damaged tail (the app was
+    killed mid-append) ends the journal, as in the store."""
     try:
-        commit = json.loads((data_dir / "commit.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(commit, dict):
-        return {}
-    entries = commit.get("entries")
-    if not isinstance(entries, dict):  # the earlier one-image form: {"image", "entry", "renames"}
-        entries = {commit["image"]: commit.get("entry")} if isinstance(commit.get("image"), str) else {}
-    renames = [pair for pair in commit.get("renames") or [] if isinstance(pair, list) and len(pair) == 2]
-    return {"entries": entries, "renames": renames}
-
-
-def read_journal(data_dir: Path) -> dict[str, list[tuple[dict, np.ndarray, np.ndarray]]]:
-    """Every intact journal record, per image, oldest first: (header, labels box, provenance box).
-    A torn or damaged tail (the writer was killed mid-append) ends the journal, as in the store."""
-    try:
-        data = (data_dir / "journal.log").read_bytes()
-    except FileNotFoundError:
-        return {}
+        return project_files.read_journal(data_dir / JOURNAL_NAME)
     except OSError as exc:
         raise ProjectDataError(f"cannot read the edit journal of the project: {exc.strerror or exc}") from exc
-    out: dict[str, list[tuple[dict, np.ndarray, np.ndarray]]] = {}
-    pos = 0
-    while pos + _FRAME.size <= len(data):
-        magic, length, crc = _FRAME.unpack_from(data, pos)
-        end = pos + _FRAME.size + length
-        if magic != _MAGIC or end > len(data):
-            break
-        payload = data[pos + _FRAME.size:end]
-        if zlib.crc32(payload) != crc:
-            break
-        try:
-            (size,) = struct.unpack_from("<I", payload)
-            head = json.loads(payload[4:4 + size].decode("utf-8"))
-            h, w = int(head["height"]), int(head["width"])
-            start = 4 + size
-            if h < 0 or w < 0 or len(payload) != start + 3 * h * w:
-                break
-            labels = np.frombuffer(payload, "<u2", h * w, start).astype(np.uint16).reshape(h, w)
-            prov = np.frombuffer(payload, np.uint8, h * w, start + 2 * h * w).reshape(h, w).copy()
-            out.setdefault(str(head["image"]), []).append((head, labels, prov))
-        except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
-            break
-        pos = end
-    return out

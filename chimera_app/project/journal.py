@@ -16,89 +16,22 @@ A record holds the document's values inside the patch's box after the edit, so r
 records of an image in order over its saved maps gives the document as it was. A record that is cut
 short or fails its checksum (the process died while appending it) ends the journal: it and anything
 after it are ignored, and the file is cut back to the last intact record.
+
+Records are encoded and scanned by ``chimera_engine.formats.project_files``, the one reader the
+trainer uses too; this module owns the file: appending, the per-image index, compaction.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from chimera_engine.atomic import atomic_write_bytes
+from chimera_engine.formats.project_files import FRAME_SIZE, JournalRecord, decode_payload, encode_record, scan_journal
 
 __all__ = ["Journal", "JournalRecord"]
-
-_MAGIC = b"CJR1"
-_FRAME = struct.Struct("<4sII")  # magic, payload length, crc32
-_HEADER_LEN = struct.Struct("<I")
-_MAX_PAYLOAD = 2**31  # a larger length can only be garbage
-
-
-@dataclass(frozen=True)
-class JournalRecord:
-    image: str
-    y0: int
-    x0: int
-    labels: np.ndarray  # uint16 h x w
-    provenance: np.ndarray  # uint8 h x w
-    state: str
-    image_shape: tuple[int, int]  # (height, width) of the whole document when it was recorded
-
-
-def encode_record(record: JournalRecord) -> bytes:
-    h, w = record.labels.shape
-    header = json.dumps({"image": record.image, "y0": record.y0, "x0": record.x0, "height": h, "width": w,
-                         "image_height": record.image_shape[0], "image_width": record.image_shape[1],
-                         "state": record.state}).encode("utf-8")
-    payload = b"".join([_HEADER_LEN.pack(len(header)), header,
-                        np.ascontiguousarray(record.labels, dtype="<u2").tobytes(),
-                        np.ascontiguousarray(record.provenance, dtype=np.uint8).tobytes()])
-    return _FRAME.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
-
-
-def _header(payload: bytes) -> tuple[dict, int, int, int]:
-    """(header, box height, box width, offset of the arrays); ValueError if they do not add up."""
-    (size,) = _HEADER_LEN.unpack_from(payload)
-    head = json.loads(payload[4:4 + size].decode("utf-8"))
-    h, w = int(head["height"]), int(head["width"])
-    if h < 0 or w < 0 or len(payload) != 4 + size + 3 * h * w or not isinstance(head["image"], str):
-        raise ValueError("record length does not match its box")
-    return head, h, w, 4 + size
-
-
-def decode_payload(payload: bytes) -> JournalRecord:
-    head, h, w, start = _header(payload)
-    labels = np.frombuffer(payload, "<u2", h * w, start).astype(np.uint16).reshape(h, w)
-    prov = np.frombuffer(payload, np.uint8, h * w, start + 2 * h * w).copy().reshape(h, w)
-    return JournalRecord(str(head["image"]), int(head["y0"]), int(head["x0"]), labels, prov, str(head["state"]),
-                         (int(head["image_height"]), int(head["image_width"])))
-
-
-def scan(data: bytes) -> tuple[list[tuple[int, int, str, str]], int]:
-    """([(offset, length, image, state) of every intact record], end of the last intact record)."""
-    records, pos = [], 0
-    while pos + _FRAME.size <= len(data):
-        magic, length, crc = _FRAME.unpack_from(data, pos)
-        end = pos + _FRAME.size + length
-        if magic != _MAGIC or length > _MAX_PAYLOAD or end > len(data):
-            break
-        payload = data[pos + _FRAME.size:end]
-        if zlib.crc32(payload) != crc:
-            break
-        try:
-            head = _header(payload)[0]
-            image, state = head["image"], str(head["state"])
-        except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
-            break  # intact bytes we cannot read: a foreign or newer format, treated like damage
-        records.append((pos, end - pos, image, state))
-        pos = end
-    return records, pos
 
 
 @dataclass(frozen=True)
@@ -122,7 +55,7 @@ class Journal:
         self.dropped_bytes = 0  # bytes of a torn or damaged tail ignored at open
         self._lock = threading.RLock()
         data = path.read_bytes() if path.exists() else b""
-        found, end = scan(data)
+        found, end = scan_journal(data)
         self._index: dict[str, list[_Entry]] = {}
         self._seq: dict[str, int] = {}
         for offset, length, image, state in found:
@@ -147,7 +80,7 @@ class Journal:
     def records(self, image: str) -> list[JournalRecord]:
         """The image's records, oldest first."""
         with self._lock:
-            return [decode_payload(self._read(e.offset, e.length)[_FRAME.size:]) for e in self._index.get(image, [])]
+            return [decode_payload(self._read(e.offset, e.length)[FRAME_SIZE:]) for e in self._index.get(image, [])]
 
     def mark(self, image: str) -> int:
         """A position in the image's records: ``drop(image, mark)`` keeps every record appended later."""

@@ -54,7 +54,6 @@ the disk refuses is a SaveError (EditNotSavedError for a journal append), with n
 from __future__ import annotations
 
 import errno
-import json
 import os
 import threading
 from pathlib import Path, PurePosixPath
@@ -71,6 +70,8 @@ from chimera_app.project.lock import ProjectLock
 from chimera_engine.atomic import atomic_write_json, fsync_directory, stage_bytes
 from chimera_engine.errors import ChimeraError
 from chimera_engine.formats.palette import palette
+from chimera_engine.formats.project_files import (COMMIT_NAME, DATA_DIR_NAME, JOURNAL_NAME, PROJECT_FORMAT,
+                                                  PROJECT_VERSION, ProjectFileError, read_commit, read_project_json)
 from chimera_engine.formats.png_masks import encode_index_png, read_index_png
 from chimera_engine.images import find_images, read_image_size
 from chimera_engine.limits import check_class_count
@@ -78,13 +79,10 @@ from chimera_engine.limits import check_class_count
 if TYPE_CHECKING:  # typing.Self is Python 3.11+
     from typing_extensions import Self
 
-__all__ = ["DATA_DIR_NAME", "FORMAT", "VERSION", "Project", "ProjectError", "ProjectLockedError", "SaveError",
+__all__ = ["DATA_DIR_NAME", "Project", "ProjectError", "ProjectLockedError", "SaveError",
            "EditNotSavedError"]
 
-FORMAT, VERSION = "chimera-project", 1
-DATA_DIR_NAME = ".chimera"
 STAGING_DIR_NAME = "staging"  # maps of a save in progress, renamed into place at its commit
-COMMIT_NAME = "commit.json"  # the renames of a save past its commit point (removed once done)
 
 
 class SaveError(ProjectError):
@@ -142,7 +140,7 @@ class Project:
         project = None
         try:
             try:
-                journal = Journal(data_dir / "journal.log")
+                journal = Journal(data_dir / JOURNAL_NAME)
             except OSError as exc:
                 raise ProjectError(f"cannot open the edit journal in '{data_dir}': {exc.strerror or exc}") from exc
             project = cls(root, data_dir, lock, _read_meta(data_dir / "project.json"), journal)
@@ -313,19 +311,21 @@ class Project:
         """Roll forward a save that reached its commit point but not project.json (a kill, a full
         disk); drop staged files of saves that did not reach it."""
         commit_path = self.data_dir / COMMIT_NAME
-        if commit_path.exists():
+        try:
+            commit = read_commit(commit_path)
+        except ProjectFileError as exc:
+            raise ProjectError(f"{exc}; it was left as it is") from exc
+        if commit is not None:
             try:
-                commit = json.loads(commit_path.read_text(encoding="utf-8"))
                 entries = {_check_rel(rel): {"state": ImageState(e["state"]).value,
                                              "uncertainty": None if e.get("uncertainty") is None
                                              else float(e["uncertainty"])}
                            for rel, e in commit["entries"].items()}
-                renames = [[str(a), str(b)] for a, b in commit["renames"]]
-                deletes = [str(d) for d in commit["deletes"]]
+                renames, deletes = commit["renames"], commit["deletes"]
                 inside = [Path(p) for pair in renames for p in pair] + [Path(d) for d in deletes]
                 if not all(p.resolve().is_relative_to(self.data_dir) for p in inside):
                     raise ValueError("it names files outside the project folder")
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise ProjectError(f"{commit_path} (an unfinished save) is damaged ({exc}); it was left as it is"
                                    ) from exc
             _apply_renames([pair for pair in renames if os.path.exists(pair[0])], deletes)
@@ -349,7 +349,7 @@ class Project:
             self._lock.check()
             try:
                 atomic_write_json(self.data_dir / "project.json", {
-                    "format": FORMAT, "version": VERSION, **self.classes.to_json(), "model": self.model,
+                    "format": PROJECT_FORMAT, "version": PROJECT_VERSION, **self.classes.to_json(), "model": self.model,
                     "images": {rel: dict(self._images_meta[rel]) for rel in sorted(self._images_meta)},
                     "exports": self.exports})
             except OSError as exc:
@@ -512,14 +512,9 @@ def _read_meta(path: Path) -> dict:
     if not path.exists():
         return {"classes": ClassList(), "model": None, "images": {}, "exports": []}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ProjectError(f"cannot read {path}: {exc or 'nested too deeply'}; it was left as it is") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ProjectError(f"{path} is not a Chimera project file")
-    if not isinstance(data.get("version"), int) or data["version"] > VERSION:
-        raise ProjectError(f"{path} was written by a newer Chimera (format version {data.get('version')}); "
-                           "update Chimera to open it")
+        data = read_project_json(path)
+    except ProjectFileError as exc:
+        raise ProjectError(f"{exc}; it was left as it is") from exc
     try:
         if isinstance(data.get("classes"), list):  # counted first: building a huge list is slow
             check_class_count(len(data["classes"]), str(path))

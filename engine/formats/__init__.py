@@ -1,2 +1,2 @@
 """File formats shared by the app, chimera-label and the trainer: semantic COCO JSON, indexed PNG
-masks and the class colour palette. Qt-free."""
+masks, the class colour palette, a project's files and its model versions. Qt-free."""
