@@ -18,6 +18,10 @@ table's schedule is 1,500, where the bundle's learning curve (``results/shapes_c
 
 Each finished (row, seed) is written to the results file at once, with the settings it depends on,
 so an interrupted table resumes where it stopped and rows made with other settings are never mixed.
+``--jobs 2`` trains two runs at once, one process and one thread each: on this 2-core CPU that is
+1.28x the training throughput of one process with two threads (40.6 vs 31.7 crops/s, measured;
+small convolutions do not keep two threads busy). A run's ``seconds`` is then its own wall time,
+longer than alone; the table's time is the wall time of the command.
 Prints one JSON object (per-seed numbers, mean ± std) and a markdown table.
 """
 
@@ -26,9 +30,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
+import os
 import sys
 import tempfile
 import time
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +72,7 @@ DEFAULT_ITERATIONS = 1500
 
 def run_row(name, overrides, data_root: Path, clip: str, seed: int, iterations: int, work: Path,
             recipe_changes: list[str] = ()) -> dict:
+    """Train (unless training-free) and evaluate one row with one seed; ``work`` is its own folder."""
     if overrides is None:
         model = dense_clip_model(ClipSpec.parse(clip))
         model.templates, model.inference = "single", shapes_inference()
@@ -74,9 +82,48 @@ def run_row(name, overrides, data_root: Path, clip: str, seed: int, iterations: 
     cfg = TrainConfig.from_dict({**apply_overrides(cfg.to_dict(), list(recipe_changes)), **overrides})
     torch.manual_seed(seed)
     info = load_info("shapes", data_root / "train")
-    model = train(cfg, str(work / f"run-{seed}"), build_dataset("shapes", data_root / "train", "train"),
+    model = train(cfg, str(work), build_dataset("shapes", data_root / "train", "train"),
                   info, device="cpu", fresh=True, show_progress=False)
     return evaluate_model(model, data_root)
+
+
+def _run_in_process(out: Path, threads: int, *row_args) -> None:
+    """One run in a process of its own (``--jobs``): its result as JSON in ``out``."""
+    torch.set_num_threads(threads)
+    result = run_row(*row_args)
+    atomic_write_json(out, {k: result.get(k) for k in (*METRICS, "per_class_iou")})
+
+
+def run_all(plan: list[tuple[str, tuple]], jobs: int, tmp: Path, record) -> None:
+    """Run ``plan`` ([(key, run_row arguments)], in order), ``jobs`` at a time; ``record(key, result,
+    seconds)`` as each finishes. One job runs here; more run in spawned processes, one thread each
+    (the CPU's cores shared out). A failed run stops new starts; the others finish and are recorded."""
+    if jobs <= 1:
+        for key, row_args in plan:
+            t0 = time.perf_counter()
+            record(key, run_row(*row_args), time.perf_counter() - t0)
+        return
+    context = multiprocessing.get_context("spawn")  # no forked copy of this process's torch threads
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending, running, failed = list(plan), {}, []
+    while running or (pending and not failed):
+        while pending and not failed and len(running) < jobs:
+            key, row_args = pending.pop(0)
+            out = tmp / f"result-{len(pending)}.json"
+            process = context.Process(target=_run_in_process, args=(out, threads, *row_args), daemon=False)
+            process.start()
+            running[process.sentinel] = (key, process, out, time.perf_counter())
+        for sentinel in wait(list(running)):
+            key, process, out, t0 = running.pop(sentinel)
+            process.join()
+            if process.exitcode != 0:
+                failed.append(key)
+                print(f"{key}: the run failed (exit status {process.exitcode}); see its messages above",
+                      file=sys.stderr)
+                continue
+            record(key, json.loads(out.read_text(encoding="utf-8")), time.perf_counter() - t0)
+    if failed:
+        raise SystemExit(f"runs failed: {failed}; finished runs are stored, run the same command to retry")
 
 
 def summarise(per_seed: list[dict]) -> dict:
@@ -137,6 +184,8 @@ def main(argv=None) -> dict:
                         f"(default: {RESULTS.relative_to(RESULTS.parents[2])}; --quick: none)")
     p.add_argument("--fresh", action="store_true", help="forget the runs stored in --results")
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (resume later)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in processes of their own "
+                   "(2 on a 2-core CPU: 1.28x the throughput of one)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change the shapes recipe for every trained row (a TrainConfig key, e.g. tau=0.03); "
                         "stored in the settings, so use another --results file")
@@ -151,27 +200,31 @@ def main(argv=None) -> dict:
     results_path = args.results or (None if args.quick else RESULTS)
     settings = _settings(args, clip, iterations)
     store = _load(results_path, settings, args.fresh) if results_path else {"settings": settings, "runs": {}}
-    started, new_runs = time.perf_counter(), 0
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         data_root = Path(tmp) / "shapes"
         write_dataset(data_root / "train", settings["train_images"], seed=TRAIN_SEED_OFFSET, size=SIZE)
         write_dataset(data_root / "val", settings["val_images"], seed=TRAIN_SEED_OFFSET + 1, size=SIZE)
+        plan = []
         for seed in seeds:  # seed-major: a partial table has every row once before any row twice
-            for name, overrides in rows.items():
-                if overrides is None and seed != seeds[0]:
-                    continue  # training-free: one run is the result
+            for index, (name, overrides) in enumerate(rows.items()):
                 key = f"{name} | seed {seed}"
-                if key in store["runs"] or (args.max_runs is not None and new_runs >= args.max_runs):
-                    continue
-                t0 = time.perf_counter()
-                result = run_row(name, overrides, data_root, clip, seed, iterations, Path(tmp), args.set)
-                store["runs"][key] = {"row": name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
-                                      **{k: result.get(k) for k in METRICS}, "per_class_iou": result["per_class_iou"],
-                                      "torch": torch.__version__, "open_clip": open_clip.__version__}
-                new_runs += 1
-                if results_path:
-                    atomic_write_json(results_path, store)
-                print(f"{key}: hIoU {result['hIoU']:.3f} ({store['runs'][key]['seconds']:.0f} s)", file=sys.stderr)
+                if (overrides is None and seed != seeds[0]) or key in store["runs"]:
+                    continue  # training-free: one run is the result
+                work = Path(tmp) / f"run-{index}-{seed}"
+                plan.append((key, (name, overrides, data_root, clip, seed, iterations, work, args.set)))
+        plan = plan[:args.max_runs] if args.max_runs is not None else plan
+
+        def record(key: str, result: dict, seconds: float) -> None:
+            name, seed = key.rsplit(" | seed ", 1)
+            store["runs"][key] = {"row": name, "seed": int(seed), "seconds": round(seconds, 1), "jobs": args.jobs,
+                                  **{k: result.get(k) for k in METRICS}, "per_class_iou": result["per_class_iou"],
+                                  "torch": torch.__version__, "open_clip": open_clip.__version__}
+            if results_path:
+                atomic_write_json(results_path, store)
+            print(f"{key}: hIoU {result['hIoU']:.3f} ({seconds:.0f} s)", file=sys.stderr)
+
+        run_all(plan, args.jobs, Path(tmp), record)
     table = {}
     for name in rows:
         runs = [r for r in store["runs"].values() if r["row"] == name and r["seed"] in seeds]

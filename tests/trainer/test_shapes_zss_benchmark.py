@@ -1,7 +1,9 @@
 """``benchmarks/shapes_zss.py`` runs end to end and resumes (two-iteration smoke runs; no numbers judged)."""
 
+import importlib
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,15 @@ def load_benchmark():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def importable_benchmark():
+    """The benchmark under a name a spawned process can import (``--jobs`` pickles its worker)."""
+    sys.path.insert(0, str(SCRIPT.parents[1]))
+    try:
+        return importlib.import_module("benchmarks.shapes_zss")
+    finally:
+        sys.path.remove(str(SCRIPT.parents[1]))
 
 
 def test_shapes_zss_trains_evaluates_and_tabulates(capsys):
@@ -80,3 +91,30 @@ def test_recipe_changes_reach_training_and_are_part_of_the_settings(tmp_path, mo
     assert json.loads(results.read_text())["settings"]["recipe"]["tau"] == 0.03
     with pytest.raises(SystemExit):  # a table made with another recipe is not extended
         bench.main([*TINY, "--seeds", "0", "--rows", "full − SAM", "--results", str(results)])
+
+
+def test_jobs_train_runs_in_processes_of_their_own_and_store_each(tmp_path):
+    bench = importable_benchmark()
+    results = tmp_path / "table.json"
+    rows = ["full − SGD", "full − SAM", "CSH depth N=1"]
+    report = bench.main([*TINY, "--seeds", "0", "--rows", *rows, "--results", str(results), "--jobs", "2"])
+    runs = json.loads(results.read_text())["runs"]
+    assert set(runs) == {f"{row} | seed 0" for row in rows} and report["complete"]
+    assert all(run["jobs"] == 2 and 0 <= run["hIoU"] <= 1 for run in runs.values())
+
+
+def test_a_failed_job_is_reported_and_the_other_jobs_results_are_kept(tmp_path):
+    bench = importable_benchmark()
+    from chimera_trainer.bundle import SIZE
+    from chimera_trainer.shapes import write_dataset
+
+    good = tmp_path / "shapes"
+    write_dataset(good / "val", 4, seed=3, size=SIZE)
+    clip = bench.main.__globals__["bundled_model_path"]("shapes-clip")
+    dense = ("dense CLIP (training-free)", None)
+    plan = [("broken", (*dense, tmp_path / "missing", f"shapes-tiny/{clip}", 0, 2, tmp_path / "w0", [])),
+            ("fine", (*dense, good, f"shapes-tiny/{clip}", 0, 2, tmp_path / "w1", []))]
+    recorded = {}
+    with pytest.raises(SystemExit, match="broken"):
+        bench.run_all(plan, 2, tmp_path, lambda key, result, seconds: recorded.setdefault(key, result))
+    assert list(recorded) == ["fine"] and 0 <= recorded["fine"]["hIoU"] <= 1
