@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-area", type=float, default=0.0,
                    help="a class that wins less than this share of an image's labelled pixels is dropped and "
                         "its pixels go to their next best class (default: %(default)s, off)")
-    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
-                   help="PAMR refinement steps on the image's colours (10 is the papers'; default: off)")
+    p.add_argument("--refine", type=int, default=None, metavar="STEPS",
+                   help="PAMR refinement steps on the image's colours (10 is the papers'; 0 = off; "
+                        "default: the model's own, 10 for the shapes models, else off)")
     p.add_argument("--short-side", type=int, default=None,
                    help="resize images to this short side before the windows (default: the model's)")
     p.add_argument("--window", type=int, default=None, help="sliding-window size (default: the model's)")
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("IMAGES_DIR, --classes (or --classes-file) and --out are required")
         if args.batch_size < 1 or not 0 <= args.min_confidence <= 1 or not 0 <= args.min_area < 1:
             parser.error("--batch-size must be ≥ 1, --min-confidence in [0, 1] and --min-area in [0, 1)")
-        if args.refine < 0 or any(v is not None and v < 16 for v in (args.short_side, args.window, args.stride)):
+        if (args.refine is not None and args.refine < 0) or any(v is not None and v < 16 for v in (args.short_side, args.window, args.stride)):
             parser.error("--refine must be ≥ 0 and --short-side / --window / --stride at least 16 pixels")
         if args.window is not None and args.stride is not None and args.stride > args.window:
             parser.error("--stride must not exceed --window (pixels would be skipped)")

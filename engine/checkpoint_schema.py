@@ -66,6 +66,9 @@ def validate_model_meta(meta: dict, path: Any) -> None:
         raise _fail(path, "background", "must be a list of non-empty strings")
     if len(background) > limits.MAX_CLASSES:
         raise _fail(path, "background", f"lists {len(background)} phrases, more than the limit of {limits.MAX_CLASSES}")
+    refine = meta.get("refine", 0)
+    if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= limits.MAX_REFINE_STEPS:
+        raise _fail(path, "refine", f"must be a whole number of PAMR steps in 0..{limits.MAX_REFINE_STEPS}, not {refine!r}")
     _validate_inference(meta.get("inference", {}), path)
     info = meta.get("info", {})
     if not isinstance(info, dict):

@@ -50,6 +50,9 @@ class SegmentationModel:
     # Phrases that compete with the user's classes by default and leave their pixels unlabeled (the
     # shapes models were trained with a "background" class); a caller's own background replaces them.
     background: list[str] = dataclasses.field(default_factory=list)
+    # PAMR steps applied by default when its labels are scored (chimera_engine.pamr; 0 = off): the
+    # shapes models ask for 10, as their flat-coloured shapes are what PAMR snaps labels to.
+    refine: int = 0
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -189,6 +192,7 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, embed_clip: bo
         "templates": model.templates,
         "seen_classes": model.seen_classes,
         "background": model.background,
+        "refine": model.refine,
         "inference": model.inference.to_dict(),
         "info": {**model.info, **(info or {})},
     }
@@ -233,7 +237,7 @@ def load_model(path: str | os.PathLike, name: str | None = None,
             clip_model_cfg=clip_meta["model_cfg"], mean=tuple(clip_meta["mean"]), std=tuple(clip_meta["std"]),
             logit_scale=float(meta["logit_scale"]), templates=meta["templates"],
             seen_classes=list(meta.get("seen_classes", [])), background=list(meta.get("background", [])),
-            inference=InferenceConfig(**meta.get("inference", {})), info=meta.get("info", {}))
+            refine=int(meta.get("refine", 0)), inference=InferenceConfig(**meta.get("inference", {})), info=meta.get("info", {}))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's config is incomplete or invalid ({exc!r})") from exc
 

@@ -73,7 +73,8 @@ class Segmenter:
         calibration: default γ, subtracted from the probabilities of the model's seen classes.
         min_area: default area rule (classes winning less than this share of the labelled pixels
             are dropped), 0 = off.
-        refine: PAMR steps on the image's colours by default (0 = off; ``chimera_engine.pamr``).
+        refine: PAMR steps on the image's colours by default (0 = off; ``chimera_engine.pamr``);
+            None: the model's own default (``SegmentationModel.refine``).
         weight_storage: ``"auto"`` stores what the engine's own forward reads in fp16 when a CPU
             computes in fp32 (half the resident weights; features within ~1e-3), ``"full"`` never.
             ``"auto"`` changes the model's tensors in place, so only a segmenter that owns its model
@@ -82,7 +83,7 @@ class Segmenter:
 
     def __init__(self, model: SegmentationModel, device: DeviceChoice, batch_size: int = 4,
                  cache_images: int = 8, min_confidence: float = 0.0, calibration: float = 0.0,
-                 min_area: float = 0.0, refine: int = 0, weight_storage: str = "full"):
+                 min_area: float = 0.0, refine: int | None = None, weight_storage: str = "full"):
         self.model = model
         self.device = device
         self.batch_size = max(1, int(batch_size))
@@ -90,7 +91,7 @@ class Segmenter:
         self.min_confidence = min_confidence
         self.calibration = calibration
         self.min_area = min_area
-        self.refine = int(refine)
+        self.refine = model.refine if refine is None else int(refine)
         # On a CPU the intra-op thread count follows the load other processes put on the cores.
         self.thread_budget = ThreadBudget() if device.device.type == "cpu" else None
         if self.thread_budget is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chimera_engine import pamr
 from chimera_engine.clip_loading import ClipSpec
 from chimera_engine.devices import choose
 from chimera_engine.models import dense_clip_model, save_model
@@ -30,6 +31,11 @@ from chimera_trainer.shapes.world import BACKGROUND
 
 SIZE = 64  # shapes-world image side; the shapes CLIP's native input size
 TRAIN_SEED, VAL_SEED = 0, 1
+# PAMR steps the shapes models apply by default (the app, chimera-label): their flat-coloured shapes
+# are what PAMR snaps labels to. Held-out seed 424242, the app's rule: shapes-chimera's hIoU 0.105 →
+# 0.180, background left unlabeled 95.7 → 99.8 %; shapes-clip 0.065 → 0.078. Evaluations here follow
+# the zero-shot protocol, without it.
+SHAPES_REFINE = pamr.DEFAULT_STEPS
 DEMO_SEED, DEMO_IMAGES, DEMO_SIZE = 7, 8, 256  # demo: a seed no training or test uses, drawn larger
 ZSS_ITERATIONS = DATASET_DEFAULTS["shapes"]["iterations"]
 SCHEDULES = {  # full / quick (smoke test)
@@ -103,6 +109,7 @@ def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False,
     torch.manual_seed(TRAIN_SEED)
     dense = dense_clip_model(ClipSpec("shapes-tiny", str(clip_weights)))
     dense.templates, dense.inference, dense.background = "single", shapes_inference(), [BACKGROUND]
+    dense.refine = SHAPES_REFINE
     report["shapes_clip_eval"] = evaluate_model(dense, data_root)
     dense_path = save_model(dense, out / "shapes-clip.safetensors", embed_clip=True,
                             storage_dtype=torch.float16, info={"evaluation": report["shapes_clip_eval"],
@@ -116,6 +123,7 @@ def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False,
                   device="cpu", fresh=True)
     model.clip_spec = ClipSpec("shapes-tiny", "bundled:shapes-clip")
     model.name = "shapes-chimera"
+    model.refine = SHAPES_REFINE
     report["shapes_chimera_eval"] = evaluate_model(model, data_root)
     save_model(model, out / "shapes-chimera.safetensors", embed_clip=True, storage_dtype=torch.float16,
                info={"evaluation": report["shapes_chimera_eval"], "training": cfg.to_dict()})

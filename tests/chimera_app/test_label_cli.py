@@ -162,6 +162,25 @@ def test_training_free_options_reach_the_segmenter(tmp_path, image_dir, monkeypa
     assert validate_coco(json.loads(out.read_text()), expected_classes=["red disc", "bed"]) == []
 
 
+def test_without_refine_the_models_own_pamr_default_applies(tmp_path, image_dir, monkeypatch):
+    import chimera_engine
+
+    made = {}
+    real = chimera_engine.load_segmenter
+
+    def spy(name, **kwargs):
+        made.update(kwargs)
+        segmenter = real(name, **kwargs)
+        made["applied"] = segmenter.refine
+        return segmenter
+
+    monkeypatch.setattr(chimera_engine, "load_segmenter", spy)
+    code, err = _run(image_dir, "--classes", "circle,star", "--model", "shapes-chimera", "--out",
+                     tmp_path / "c.json", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert made["refine"] is None and made["applied"] == 10  # the bundled shapes models ask for 10 steps
+
+
 @pytest.mark.parametrize("flags", [["--refine", "-1"], ["--min-area", "1.5"], ["--window", "8"],
                                    ["--window", "64", "--stride", "96"]])
 def test_bad_training_free_options_are_usage_errors(tmp_path, image_dir, flags):
