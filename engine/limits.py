@@ -41,6 +41,7 @@ MAX_COCO_BYTES = 512 * 2**20
 MAX_POLYGON_PERIMETER = 10_000_000
 MAX_COCO_POLYGON_PERIMETER = 100_000_000
 MAX_REFINE_STEPS = 100  # PAMR steps a checkpoint may ask for by default (the papers use 10)
+MAX_REFINE_DILATION = 64  # PAMR neighbour distance a checkpoint may ask for (the papers use 8 and 16)
 MAX_INFERENCE_SIDE = 8192  # window / short side / long side of a checkpoint's inference settings
 
 # Every integer of an open_clip config dict (vision_cfg / text_cfg / top level): (lowest, highest).

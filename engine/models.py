@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from chimera_engine import checkpoints, last_block
+from chimera_engine import checkpoints, last_block, pamr
 from chimera_engine.chimera.model import ChimeraConfig, ChimeraSeg, preset
 from chimera_engine.clip_loading import (RANDOM, ClipSpec, ProgressCallback, bundled_model_path,
                                  clip_preprocess, create_clip, model_config)
@@ -50,9 +50,11 @@ class SegmentationModel:
     # Phrases that compete with the user's classes by default and leave their pixels unlabeled (the
     # shapes models were trained with a "background" class); a caller's own background replaces them.
     background: list[str] = dataclasses.field(default_factory=list)
-    # PAMR steps applied by default when its labels are scored (chimera_engine.pamr; 0 = off): the
-    # shapes models ask for 10, as their flat-coloured shapes are what PAMR snaps labels to.
+    # PAMR steps applied by default when its labels are scored (chimera_engine.pamr; 0 = off), and
+    # the neighbour distances (pixels at the scoring resolution) PAMR compares: the shapes models ask
+    # for 10 steps at (4, 8), as their flat-coloured 64 px shapes are what PAMR snaps labels to.
     refine: int = 0
+    refine_dilations: tuple[int, ...] = pamr.DEFAULT_DILATIONS
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -193,6 +195,7 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, embed_clip: bo
         "seen_classes": model.seen_classes,
         "background": model.background,
         "refine": model.refine,
+        "refine_dilations": list(model.refine_dilations),
         "inference": model.inference.to_dict(),
         "info": {**model.info, **(info or {})},
     }
@@ -237,7 +240,8 @@ def load_model(path: str | os.PathLike, name: str | None = None,
             clip_model_cfg=clip_meta["model_cfg"], mean=tuple(clip_meta["mean"]), std=tuple(clip_meta["std"]),
             logit_scale=float(meta["logit_scale"]), templates=meta["templates"],
             seen_classes=list(meta.get("seen_classes", [])), background=list(meta.get("background", [])),
-            refine=int(meta.get("refine", 0)), inference=InferenceConfig(**meta.get("inference", {})), info=meta.get("info", {}))
+            refine=int(meta.get("refine", 0)),
+            refine_dilations=tuple(meta.get("refine_dilations", pamr.DEFAULT_DILATIONS)), inference=InferenceConfig(**meta.get("inference", {})), info=meta.get("info", {}))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's config is incomplete or invalid ({exc!r})") from exc
 

@@ -37,7 +37,8 @@ class ScoringRule:
     - ``min_area``: the area rule of SCLIP's VOC/Context protocol — a class that wins less than this
       share of the labelled pixels is dropped and its pixels go to their next best class.
     - ``refine_steps``: PAMR steps on the image's colours (``chimera_engine.pamr``; 0 = off), applied to the
-      logits at the scoring resolution (the encoded image's size, or ``output_size`` if smaller).
+      logits at the scoring resolution (the encoded image's size, or ``output_size`` if smaller);
+      ``refine_dilations``: the neighbour distances it compares, in pixels at that resolution.
     """
 
     logit_scale: float
@@ -47,6 +48,7 @@ class ScoringRule:
     seen: tuple[bool, ...] = ()
     min_area: float = 0.0
     refine_steps: int = 0
+    refine_dilations: tuple[int, ...] = pamr.DEFAULT_DILATIONS
 
 
 def _axis_weights(out_len: int, in_len: int, device: torch.device):
@@ -68,7 +70,7 @@ def _refined(logits: torch.Tensor, guide: torch.Tensor, rule: ScoringRule,
     if (height, width) != (gh, gw):
         image = F.interpolate(image[None], size=(height, width), mode="area")[0]
     logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    return pamr.refine(image, logits, rule.refine_steps)
+    return pamr.refine(image, logits, rule.refine_steps, rule.refine_dilations)
 
 
 def _drop_small_classes(logits: torch.Tensor, rule: ScoringRule) -> torch.Tensor:

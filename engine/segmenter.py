@@ -219,7 +219,8 @@ class Segmenter:
             calibration=self.calibration if calibration is None else calibration,
             seen=tuple(any(p.casefold() in seen for p in phrases) for phrases in parsed[:len(classes)]),
             min_area=self.min_area if min_area is None else min_area,
-            refine_steps=self.refine if refine is None else int(refine))
+            refine_steps=self.refine if refine is None else int(refine),
+            refine_dilations=self.model.refine_dilations)
         labels, confidence = label_maps(feats.features, text, feats.size, rule, output_size, feats.guide)
         return Segmentation(labels, confidence, classes)
 

@@ -24,7 +24,7 @@ CPU = DeviceChoice(torch.device("cpu"), torch.float32, "test")
 def model():
     torch.manual_seed(1)
     m = build_model("clip:chimera-tiny/random")
-    m.refine = 10
+    m.refine, m.refine_dilations = 10, (2, 4)
     return m
 
 
@@ -44,17 +44,33 @@ def test_the_models_refine_is_the_segmenters_default_and_a_callers_value_wins(mo
     np.testing.assert_array_equal(plain, seg.segment(["circle", "square", "star"], refine=0).confidence)
 
 
+def test_the_models_dilations_reach_pamr(model, monkeypatch):
+    from chimera_engine import pamr
+
+    used = []
+    real = pamr.refine
+    monkeypatch.setattr(pamr, "refine", lambda image, scores, steps, dilations: used.append(dilations)
+                        or real(image, scores, steps, dilations))
+    _labels(model)
+    assert used == [(2, 4)]
+
+
 def test_refine_round_trips_and_bad_values_are_refused(tmp_path, model):
     path = save_model(model, tmp_path / "m.safetensors")
-    assert load_model(path).refine == 10
+    loaded = load_model(path)
+    assert (loaded.refine, loaded.refine_dilations) == (10, (2, 4))
     tensors, meta = load_file(path), checkpoints.read_metadata(path)
-    older = {k: v for k, v in meta.items() if k != "refine"}  # written before models had a default
+    older = {k: v for k, v in meta.items() if not k.startswith("refine")}  # before models had a default
     out = tmp_path / "older.safetensors"
     save_file(tensors, out, metadata={checkpoints.METADATA_KEY: json.dumps(older)})
-    assert load_model(out).refine == 0
+    assert (load_model(out).refine, load_model(out).refine_dilations) == (0, (8, 16))
     for bad in (-1, 101, 2.5, "10", True, None):
         save_file(tensors, out, metadata={checkpoints.METADATA_KEY: json.dumps({**meta, "refine": bad})})
         with pytest.raises(CheckpointError, match="refine"):
+            load_model(out)
+    for bad in ([], [0], [65], [1, 2, 3, 4, 5], [2.0], "8", [True]):
+        save_file(tensors, out, metadata={checkpoints.METADATA_KEY: json.dumps({**meta, "refine_dilations": bad})})
+        with pytest.raises(CheckpointError, match="refine_dilations"):
             load_model(out)
 
 
