@@ -3,8 +3,9 @@
 
     python benchmarks/shapes_calibration.py [--model shapes-chimera] [--images 60]
 
-Scores the app's way (``Segmenter.segment`` over the nine shape names, the model's background prompt
-competing, unlabeled counted as background) for each γ of a grid, on two seeds no training or
+Scores the app's way (``Segmenter.segment`` over the twelve shape names, the model's background prompt
+competing, unlabeled counted as background) but without the model's PAMR default (measured before
+the shapes models had one), for each γ of a grid, on two seeds no training or
 validation set uses: 31337 (where a γ would be chosen) and 424242 (the bundled-model tests'
 held-out seed, where it would be reported). Each image is encoded once and scored at every γ.
 Prints one JSON object: per seed and γ, hIoU, mIoU over the seen shapes, mIoU(U) and the share of
@@ -41,7 +42,7 @@ def sweep(segmenter, seed: int, images: int, gammas=GAMMAS) -> dict:
         s = sample(seed, i, 64)
         segmenter.set_image(s.image)
         for g in gammas:
-            out = segmenter.segment(list(SHAPE_CLASSES), min_confidence=0.0, calibration=g)
+            out = segmenter.segment(list(SHAPE_CLASSES), min_confidence=0.0, calibration=g, refine=0)
             matrices[g].update(out.labels + 1, s.labels)
     table = {}
     for g, matrix in matrices.items():
