@@ -1,16 +1,10 @@
 """``benchmarks/shapes_calibration.py`` scores the bundled Chimera-Seg at every γ (few images)."""
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "shapes_calibration.py"
+from tests.trainer.benchmark_scripts import load_benchmark as _load
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("shapes_calibration", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("shapes_calibration")
 
 
 def test_calibration_reaches_scoring_and_the_held_out_seed_reports_the_chosen_gamma():

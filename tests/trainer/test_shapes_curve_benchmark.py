@@ -1,16 +1,12 @@
 """``benchmarks/shapes_curve.py`` evaluates one schedule in segments and resumes between them (tiny run)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "shapes_curve.py"
+from tests.trainer.benchmark_scripts import load_benchmark
 
 
 def test_curve_has_one_point_per_segment_of_one_schedule(tmp_path):
-    spec = importlib.util.spec_from_file_location("shapes_curve", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("shapes_curve")
     report = bench.main(["--iterations", "4", "--every", "2", "--work", str(tmp_path), "--train-images", "24",
                          "--val-images", "6", "--set", "batch_size=4", "--set", "checkpoint_every=100"])
     assert [p["iteration"] for p in report["curve"]] == [2, 4]

@@ -1,18 +1,12 @@
 """``benchmarks/shapes_probe.py`` probes a real Chimera-Seg model's features (the bundled one, few images)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "shapes_probe.py"
+from tests.trainer.benchmark_scripts import load_benchmark as _load
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("shapes_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("shapes_probe")
 
 
 def test_probe_reports_per_class_token_accuracy_for_head_body_and_text():

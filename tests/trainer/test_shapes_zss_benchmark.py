@@ -1,31 +1,21 @@
 """``benchmarks/shapes_zss.py`` runs end to end and resumes (two-iteration smoke runs; no numbers judged)."""
 
-import importlib
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "shapes_zss.py"
+from tests.trainer.benchmark_scripts import importable_benchmark as _importable
+from tests.trainer.benchmark_scripts import load_benchmark as _load
+
 TINY = ["--iterations", "2", "--train-images", "24", "--val-images", "6"]
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("shapes_zss", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("shapes_zss")
 
 
 def importable_benchmark():
-    """The benchmark under a name a spawned process can import (``--jobs`` pickles its worker)."""
-    sys.path.insert(0, str(SCRIPT.parents[1]))
-    try:
-        return importlib.import_module("benchmarks.shapes_zss")
-    finally:
-        sys.path.remove(str(SCRIPT.parents[1]))
+    return _importable("shapes_zss")
 
 
 def test_shapes_zss_trains_evaluates_and_tabulates(capsys):
