@@ -69,7 +69,7 @@ def validate_model_meta(meta: dict, path: Any) -> None:
     refine = meta.get("refine", 0)
     if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= limits.MAX_REFINE_STEPS:
         raise _fail(path, "refine", f"must be a whole number of PAMR steps in 0..{limits.MAX_REFINE_STEPS}, not {refine!r}")
-    dilations = meta.get("refine_dilations", [8, 16])
+    dilations = meta.get("refine_dilations", [1])  # absent: PAMR's own default
     if not isinstance(dilations, list) or not 1 <= len(dilations) <= 4 or not all(
             isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= limits.MAX_REFINE_DILATION for d in dilations):
         raise _fail(path, "refine_dilations", f"must be a list of 1 to 4 whole numbers of pixels in "

@@ -241,7 +241,8 @@ def load_model(path: str | os.PathLike, name: str | None = None,
             logit_scale=float(meta["logit_scale"]), templates=meta["templates"],
             seen_classes=list(meta.get("seen_classes", [])), background=list(meta.get("background", [])),
             refine=int(meta.get("refine", 0)),
-            refine_dilations=tuple(meta.get("refine_dilations", pamr.DEFAULT_DILATIONS)), inference=InferenceConfig(**meta.get("inference", {})), info=meta.get("info", {}))
+            refine_dilations=tuple(meta.get("refine_dilations", pamr.DEFAULT_DILATIONS)),
+            inference=InferenceConfig(**meta.get("inference", {})), info=meta.get("info", {}))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's config is incomplete or invalid ({exc!r})") from exc
 
