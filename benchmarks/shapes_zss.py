@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
+from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -146,11 +147,25 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines)
 
 
+def weights_digest(path: Path) -> str:
+    """SHA-256 of a safetensors file's tensors (names, dtypes, shapes, values), not of its metadata.
+
+    Rewriting a checkpoint's metadata (e.g. its PAMR default, which the protocol never uses) leaves
+    the runs made with it valid; changing one weight does not."""
+    digest = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as f:
+        for name in sorted(f.keys()):
+            tensor = f.get_tensor(name).contiguous().reshape(-1)
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def _settings(args, clip: str, iterations: int) -> dict:
     """What a stored run depends on; runs made with other settings are not mixed into the table."""
     path = Path(clip.split("/", 1)[1]) if "/" in clip else None
-    if path is not None and path.is_file():  # the same file wherever the checkout lies
-        clip_id = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if path is not None and path.is_file():  # the same weights wherever the checkout lies
+        clip_id = {"file": path.name, "weights_sha256": weights_digest(path)}
     else:
         clip_id = {"spec": clip}
     recipe = apply_overrides(shapes_train_config(Path("."), clip).to_dict(), args.set)

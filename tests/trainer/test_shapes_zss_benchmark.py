@@ -108,3 +108,18 @@ def test_a_failed_job_is_reported_and_the_other_jobs_results_are_kept(tmp_path):
     with pytest.raises(SystemExit, match="broken"):
         bench.run_all(plan, 2, tmp_path, lambda key, result, seconds: recorded.setdefault(key, result))
     assert list(recorded) == ["fine"] and 0 <= recorded["fine"]["hIoU"] <= 1
+
+
+def test_the_clip_is_identified_by_its_weights_not_its_metadata(tmp_path):
+    """Rewriting a checkpoint's metadata (its PAMR default) keeps the stored runs; a changed weight does not."""
+    import torch
+    from safetensors.torch import save_file
+
+    bench = load_benchmark()
+    weights = {"proj": torch.arange(6, dtype=torch.float16).reshape(2, 3), "scale": torch.tensor(2.0)}
+    save_file(weights, str(tmp_path / "a.safetensors"), metadata={"refine": "0"})
+    save_file(weights, str(tmp_path / "b.safetensors"), metadata={"refine": "10"})
+    save_file({**weights, "scale": torch.tensor(2.5)}, str(tmp_path / "c.safetensors"), metadata={"refine": "0"})
+    digest = {name: bench.weights_digest(tmp_path / f"{name}.safetensors") for name in "abc"}
+    assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "b.safetensors").read_bytes()
+    assert digest["a"] == digest["b"] != digest["c"]
