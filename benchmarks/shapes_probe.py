@@ -9,7 +9,13 @@ text) and for the body's own features (pooled to the same grid) it fits a linear
 13 classes (background and the 12 shapes, class-balanced cross-entropy, full batch Adam) and reports
 per-class token accuracy on the evaluation images, beside the accuracy of the model's own rule (the
 nearest text embedding of the 13 names). If the probe cannot separate two shapes either, their
-features do not carry the difference: the text embeddings are not what limits the model. Prints JSON.
+features do not carry the difference: the text embeddings are not what limits the model.
+
+It also scores the model the way the shapes issue's closed-set control was scored (a body trained
+supervised on the 9 seen shapes, background ignored: 60.6 % mIoU after 1,500 iterations of 32 crops):
+on the tokens of seen shapes, the nearest of the seen shapes' text embeddings, mIoU over those shapes
+(``closed_set_seen``). Where that is far below the control, the body recognises shapes worse than the
+same body trained closed-set on as many crops, whatever the localisation and background do. Prints JSON.
 """
 
 from __future__ import annotations
@@ -56,6 +62,20 @@ def per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
             for k in range(len(NAMES)) if (labels == k).any()}
 
 
+def closed_set_seen(features: torch.Tensor, labels: torch.Tensor, text: torch.Tensor, seen: list[str]) -> dict:
+    """mIoU over the seen shapes on their own tokens, each labelled with the nearest seen shape's text."""
+    index = torch.tensor([NAMES.index(c) for c in seen])
+    on_seen = torch.isin(labels, index)
+    truth = torch.searchsorted(index, labels[on_seen])  # NAMES order: index is sorted
+    pred = (features[on_seen] @ text[index].T).argmax(1)
+    k = len(seen)
+    confusion = torch.bincount(truth * k + pred, minlength=k * k).reshape(k, k).double()
+    iou = confusion.diag() / (confusion.sum(0) + confusion.sum(1) - confusion.diag()).clamp(min=1)
+    accuracy = confusion.diag().sum() / confusion.sum()
+    return {"mIoU": round(float(iou.mean()) * 100, 1), "accuracy": round(float(accuracy) * 100, 1),
+            "per_class_iou": {c: round(float(v) * 100, 1) for c, v in zip(seen, iou)}}
+
+
 def linear_probe(x: torch.Tensor, y: torch.Tensor, steps: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     w = torch.zeros(x.shape[1], len(NAMES), requires_grad=True)
@@ -91,6 +111,8 @@ def main(argv=None) -> dict:
         if layer == "head":
             text = TextEncoder(model.clip, model.templates).encode(NAMES)
             report["head_text_classifier"] = per_class_accuracy((x_eval @ text.T).argmax(1), y_eval)
+            seen = sorted((c for c in model.seen_classes if c != BACKGROUND), key=NAMES.index)
+            report["closed_set_seen"] = closed_set_seen(x_eval, y_eval, text, seen)
     print(json.dumps(report, indent=1))
     return report
 
