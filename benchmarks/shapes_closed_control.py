@@ -62,12 +62,20 @@ class ClosedSetNet(nn.Module):
         return self.classifier(self.body(x))
 
 
-def train_control(data_root: Path, iterations: int, batch: int, lr: float, background: str,
-                  seed: int) -> tuple[nn.Module, list[str]]:
+def output_texts(classes: list[str]) -> torch.Tensor:
+    """``len(NAMES) x len(classes)``: each name's "text embedding" is the one-hot of the net's output for
+    it, so ``closed_set_seen``'s nearest-text rule becomes the best logit among the seen shapes."""
+    texts = torch.zeros(len(NAMES), len(classes))
+    texts[[NAMES.index(c) for c in classes], torch.arange(len(classes))] = 1.0
+    return texts
+
+
+def train_control(data_root: Path, iterations: int, batch: int, lr: float, background: str, seed: int,
+                  body: str = "shapes-r18") -> tuple[nn.Module, list[str]]:
     """The trained net and the names of its output classes (the seen classes, less background when
     it is ignored: then its pixels are out of the loss and it is no class at all)."""
     cfg = shapes_train_config(data_root, "shapes-tiny/random", iterations=iterations, batch_size=batch, lr=lr,
-                              seed=seed)
+                              seed=seed, body=body)
     info = load_info("shapes", data_root / "train")
     classes = [c for c in info.seen if background == "class" or c != BACKGROUND]
     relabel = torch.full((256,), IGNORE, dtype=torch.long)  # seen-class index -> output index
@@ -100,21 +108,23 @@ def main(argv=None) -> dict:
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--val-images", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", type=Path, default=None, help="also write the trained net's state_dict here")
     args = p.parse_args(argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         data_root = Path(tmp) / "shapes"
         write_dataset(data_root / "train", args.train_images, seed=TRAIN_SEED, size=SIZE)
-        net, classes = train_control(data_root, args.iterations, args.batch, args.lr, args.background, args.seed)
+        net, classes = train_control(data_root, args.iterations, args.batch, args.lr, args.background, args.seed,
+                                       args.body)
     train_seconds = time.perf_counter() - started
+    if args.save:
+        torch.save({"state_dict": net.state_dict(), "classes": classes, "body": args.body}, args.save)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
     with torch.no_grad():
         logits, labels = token_features(net, mean, std, EVAL_SEED, args.val_images, "head")
-    # the net's logits in NAMES order, scored against one-hot "texts": the best seen shape's logit wins
-    scores = torch.full((logits.shape[0], len(NAMES)), float("-inf"))
-    scores[:, [NAMES.index(c) for c in classes]] = logits
     seen_shapes = sorted((c for c in classes if c != BACKGROUND), key=NAMES.index)
-    report = {"control": vars(args), "closed_set_seen": closed_set_seen(scores, labels, torch.eye(len(NAMES)), seen_shapes),
+    score = closed_set_seen(logits, labels, output_texts(classes), seen_shapes)
+    report = {"control": {**vars(args), "save": args.save and str(args.save)}, "closed_set_seen": score,
               "train_seconds": round(train_seconds, 1), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "timm": timm.__version__, "open_clip": open_clip.__version__}
     print(json.dumps(report, indent=1))

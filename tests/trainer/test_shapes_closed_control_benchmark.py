@@ -42,3 +42,18 @@ def test_ignored_background_is_no_class_and_out_of_the_loss(tmp_path, monkeypatc
     assert background.any() and (labels_ignored[background] == 255).all()
     shapes = (labels_trained != 0) & (labels_trained != 255)
     assert shapes.any() and torch.equal(labels_ignored[shapes], labels_trained[shapes] - 1)
+
+
+def test_the_best_seen_logit_is_the_prediction():
+    bench = load_benchmark()
+    classes = ["background", "circle", "square"]
+    texts = bench.output_texts(classes)
+    names = bench.NAMES
+    labels = torch.tensor([names.index(c) for c in ("circle", "square", "square", "background", "star")])
+    logits = torch.tensor([[9.0, 2.0, 1.0],  # background wins, but among seen shapes circle is best
+                           [0.0, -1.0, 3.0],
+                           [0.0, 5.0, -2.0],  # a square taken for a circle
+                           [5.0, 0.0, 0.0],
+                           [0.0, 0.0, 9.0]])
+    score = bench.closed_set_seen(logits, labels, texts, ["circle", "square"])
+    assert score["per_class_iou"] == {"circle": 50.0, "square": 50.0} and score["accuracy"] == 66.7  # 2 of 3 seen-shape tokens
