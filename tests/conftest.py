@@ -42,3 +42,15 @@ def tiny_checkpoint(tmp_path_factory):
 
     torch.manual_seed(11)
     return str(save_model(build_model(f"clip:{TINY_CLIP}/random"), tmp_path_factory.mktemp("m") / "tiny.safetensors"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The engine gives torch fewer threads while other processes are busy (threads.py), and a matmul
+    split over another number of threads rounds differently: near-tie pixels (27 of 19,200, seen
+    while training runs shared the cores) can flip. Comparing two runs bit for bit needs one count,
+    so request this fixture before any that builds a segmenter (which reads the count then)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -49,7 +49,7 @@ def test_split_class_list():
     assert split_class_list(" road, car;automobile ,,tree ") == ["road", "car;automobile", "tree"]
 
 
-def test_prelabel_folder_to_coco_and_png(tmp_path, image_dir, tiny_checkpoint):
+def test_prelabel_folder_to_coco_and_png(tmp_path, image_dir, tiny_checkpoint, one_torch_thread):
     out, masks = tmp_path / "coco.json", tmp_path / "masks"
     code, err = _run(image_dir, "--classes", CLASSES, "--model", tiny_checkpoint, "--out", out,
                      "--png-dir", masks, "--quiet", "--device", "cpu")

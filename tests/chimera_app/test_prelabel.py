@@ -34,7 +34,7 @@ def test_results_in_order_with_class_ids_and_a_corrupt_image_skipped(tiny_segmen
     assert [key for key, _ in summary.failed] == ["bad.png"]
 
 
-def test_default_ids_are_list_positions_and_the_rule_matches_the_engine(tiny_segmenter, items):
+def test_default_ids_are_list_positions_and_the_rule_matches_the_engine(one_torch_thread, tiny_segmenter, items):
     run = Prelabeler(items[:1], ["red", "green"], min_confidence=0.6)
     (result,) = run.results(tiny_segmenter)
     tiny_segmenter.set_image(load_image(items[0][1]))

@@ -36,7 +36,7 @@ def run(*argv):
     return code, err.getvalue()
 
 
-def test_prelabel_into_a_project_keeps_human_work(root, tiny_checkpoint, tmp_path):
+def test_prelabel_into_a_project_keeps_human_work(root, tiny_checkpoint, tmp_path, one_torch_thread):
     with Project.open(root) as project:
         project.classes.add("red disc")
         doc = project.load_document("verified.png")
