@@ -19,7 +19,18 @@ def _interrupts_raise() -> None:
     SIGINT (a job started in the background by a shell, a program that ignores it): Python then
     leaves it ignored, and a cancel before the training loop installs its own handler was lost."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, _on_interrupt)
+
+
+# A KeyboardInterrupt raised inside a library's C code can come back as another error: torch, while
+# safetensors builds a tensor, reports "could not determine the shape of object type ..." and the
+# interrupt is gone. Remembering the signal lets main() report such an error as the interrupt it is.
+_interrupt_seen = threading.Event()
+
+
+def _on_interrupt(signum, frame) -> None:
+    _interrupt_seen.set()
+    signal.default_int_handler(signum, frame)
 
 
 _interrupts_raise()  # the first thing the module does: an interrupt during the imports below counts
@@ -267,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _interrupt_seen.clear()
     _interrupts_raise()
     try:
         args = build_parser().parse_args(argv)  # exits 2 itself for unknown options and bad values
@@ -275,10 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         return _report(INTERRUPTED, EXIT_INTERRUPTED)
     except (ConfigError, DeviceUnavailableError) as exc:
         return _report(exc, EXIT_USAGE)
-    except (ChimeraError, ValueError) as exc:
-        return _report(exc, EXIT_FAILED)
-    except OSError as exc:
-        return _report(_describe_os_error(exc), EXIT_FAILED)
+    except (ChimeraError, ValueError, OSError) as exc:
+        if _interrupt_seen.is_set():  # the interrupt, disguised by the code it stopped (above)
+            return _report(INTERRUPTED, EXIT_INTERRUPTED)
+        return _report(_describe_os_error(exc) if isinstance(exc, OSError) else exc, EXIT_FAILED)
     except MemoryError:
         return _report("not enough memory (try a smaller --set batch_size or crop_size)", EXIT_FAILED)
 

@@ -111,6 +111,32 @@ def test_an_interrupt_before_training_is_one_line_and_exit_130(monkeypatch, caps
     assert err.count("\n") == 1 and err.startswith("chimera-train: interrupted") and "Traceback" not in err
 
 
+def test_an_interrupt_that_library_code_turned_into_another_error_is_still_the_interrupt(monkeypatch, capsys):
+    """Seen once in the suite: SIGINT while safetensors built a tensor came back from torch as
+    "could not determine the shape of object type 'torch.storage.UntypedStorage'", exit 1."""
+    import chimera_trainer.finetune_cli as finetune_cli
+
+    def interrupted_inside_a_library(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the real signal, through chimera-train's handler
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+        raise AssertionError("SIGINT did not raise")
+
+    monkeypatch.setattr(finetune_cli, "run_finetune", interrupted_inside_a_library)
+    assert cli.main(["finetune", "--project", "."]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("chimera-train: interrupted") and "shape" not in err
+
+    def failed(args):  # the next run, without an interrupt: a failure is a failure again
+        raise ValueError("a real failure")
+
+    monkeypatch.setattr(finetune_cli, "run_finetune", failed)
+    assert cli.main(["finetune", "--project", "."]) == 1
+    assert "a real failure" in capsys.readouterr().err
+
+
 # Starts chimera-train with SIGINT ignored, as a shell does for a background job ("&").
 IGNORING_PARENT = """
 import runpy, signal, sys
