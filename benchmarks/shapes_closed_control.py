@@ -29,7 +29,6 @@ from pathlib import Path
 import open_clip
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
