@@ -34,9 +34,10 @@ from chimera_engine.background import background_prompts
 from chimera_engine.class_names import parse_classes, split_class_list, split_phrases
 from chimera_engine.formats.coco import CocoBuilder, validate_coco, write_coco
 from chimera_engine.formats.png_masks import write_class_list
+from chimera_engine.interrupts import interrupted, raise_on_interrupt
 from chimera_engine.model_names import parse_model_name
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,10 +235,12 @@ def run_project(args: argparse.Namespace) -> int:
                 print(f"chimera-label: {len(todo)} of {len(images)} images to label into {project.data_dir}, "
                       f"{len(project.classes)} classes, {segmenter.describe()}", file=sys.stderr)
                 _label_into(project, segmenter, todo, background, args, saved, failures)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, ChimeraError, OSError) as exc:
+            if not isinstance(exc, KeyboardInterrupt) and not interrupted():
+                raise
             print(f"chimera-label: interrupted; {len(saved)} images were saved in the project, run again with "
                   "--skip-predicted to go on", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         for failure in failures:
             print(f"skipped {failure.file_name}: {failure.reason}", file=sys.stderr)
         print(f"chimera-label: labelled {len(saved)} images, {len(images) - len(todo)} left as they were "
@@ -276,6 +279,8 @@ def _label_into(project: Project, segmenter, todo: list[str], background: tuple[
             try:
                 stored = store_prediction(project, result.key, result.labels, result.confidence)
             except (ChimeraError, OSError) as exc:  # e.g. damaged saved labels: reported, left alone
+                if interrupted():  # not the image's fault: Ctrl+C stopped the code that saved it
+                    raise KeyboardInterrupt from exc
                 failures.append(Failure(result.key, str(exc)))
             else:
                 if stored:
@@ -283,6 +288,7 @@ def _label_into(project: Project, segmenter, todo: list[str], background: tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
+    raise_on_interrupt()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -312,11 +318,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chimera-label: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ChimeraError as exc:
+        if interrupted():  # Ctrl+C inside library code can come back as "damaged model" (chimera_engine.interrupts)
+            return _interrupted_before_writing()
         print(f"chimera-label: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("chimera-label: interrupted; nothing written", file=sys.stderr)
-        return 130
+        return _interrupted_before_writing()
+
+
+def _interrupted_before_writing() -> int:
+    print("chimera-label: interrupted; nothing written", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

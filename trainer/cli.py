@@ -9,31 +9,11 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
+from chimera_engine.interrupts import interrupted, raise_on_interrupt
 
-def _interrupts_raise() -> None:
-    """Ctrl+C / SIGINT raises KeyboardInterrupt from here on, also when whoever started us ignored
-    SIGINT (a job started in the background by a shell, a program that ignores it): Python then
-    leaves it ignored, and a cancel before the training loop installs its own handler was lost."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_interrupt)
-
-
-# A KeyboardInterrupt raised inside a library's C code can come back as another error: torch, while
-# safetensors builds a tensor, reports "could not determine the shape of object type ..." and the
-# interrupt is gone. Remembering the signal lets main() report such an error as the interrupt it is.
-_interrupt_seen = threading.Event()
-
-
-def _on_interrupt(signum, frame) -> None:
-    _interrupt_seen.set()
-    signal.default_int_handler(signum, frame)
-
-
-_interrupts_raise()  # the first thing the module does: an interrupt during the imports below counts
+raise_on_interrupt()  # the first thing the module does: an interrupt during the imports below counts
 INTERRUPTED = ("interrupted before it finished; nothing was written beyond the run's last save "
                "(run the same command to start or resume it)")
 
@@ -278,8 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _interrupt_seen.clear()
-    _interrupts_raise()
+    raise_on_interrupt()
     try:
         args = build_parser().parse_args(argv)  # exits 2 itself for unknown options and bad values
         return args.func(args)
@@ -288,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DeviceUnavailableError) as exc:
         return _report(exc, EXIT_USAGE)
     except (ChimeraError, ValueError, OSError) as exc:
-        if _interrupt_seen.is_set():  # the interrupt, disguised by the code it stopped (above)
+        if interrupted():  # the interrupt, disguised by the code it stopped (chimera_engine.interrupts)
             return _report(INTERRUPTED, EXIT_INTERRUPTED)
         return _report(_describe_os_error(exc) if isinstance(exc, OSError) else exc, EXIT_FAILED)
     except MemoryError:

@@ -29,6 +29,7 @@ from chimera_app.project.document import ImageState
 from chimera_app.service.errors import recover
 from chimera_app.service.requests import PrelabelResult, PrelabelSummary
 from chimera_engine.class_names import parse_classes
+from chimera_engine.interrupts import interrupted
 
 
 def to_class_ids(labels: np.ndarray, class_ids: Sequence[int] | None) -> np.ndarray:
@@ -206,6 +207,8 @@ class Prelabeler:
         return sorted(encoded.items())
 
     def _failure(self, index: int, exc: BaseException) -> PrelabelResult:
+        if interrupted():  # Ctrl+C in a command-line run, disguised by the library code it stopped
+            raise KeyboardInterrupt from exc
         key = self.items[index][0]
         kind, message = recover(exc, f"pre-labelling {key}")
         self.failed.append((key, message))

@@ -4,8 +4,10 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -233,3 +235,44 @@ def test_a_full_disk_for_the_coco_file_is_a_message(tmp_path, image_dir, tiny_ch
 def test_an_absent_cuda_device_is_a_usage_error(tmp_path, image_dir):
     code, err = _run(image_dir, "--classes", "a", "--out", tmp_path / "c.json", "--device", "cuda")
     assert code == 2 and "no CUDA" in err
+
+
+def _sigint_disguised_as(error: Exception):
+    """A stand-in for library code that Ctrl+C stopped: the real SIGINT arrives, through chimera-label's
+    handler, and the library reports another error (seen: torch inside safetensors' load)."""
+    def stopped(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise error from None
+        raise AssertionError("SIGINT did not raise")
+    return stopped
+
+
+def test_an_interrupt_disguised_as_a_damaged_model_is_the_interrupt(tmp_path, image_dir, tiny_checkpoint,
+                                                                   monkeypatch):
+    import chimera_engine
+    from chimera_engine import CheckpointError
+
+    real = chimera_engine.load_segmenter
+    monkeypatch.setattr(chimera_engine, "load_segmenter",
+                        _sigint_disguised_as(CheckpointError("the model file is damaged: could not determine the shape")))
+    out = tmp_path / "c.json"
+    code, err = _run(image_dir, "--classes", CLASSES, "--model", tiny_checkpoint, "--out", out, "--quiet",
+                     "--device", "cpu")
+    assert code == 130 and "interrupted; nothing written" in err and "damaged" not in err and not out.exists()
+    monkeypatch.setattr(chimera_engine, "load_segmenter", real)  # the next run: a failure is a failure again
+    code, err = _run(image_dir, "--classes", CLASSES, "--model", tmp_path / "absent.safetensors", "--out", out,
+                     "--quiet", "--device", "cpu")
+    assert code == 1 and "interrupted" not in err
+
+
+def test_an_interrupt_while_encoding_is_not_an_image_failure(tmp_path, image_dir, tiny_checkpoint, monkeypatch):
+    """Without the rule the Prelabeler records "skipped a.png: <the disguised error>", labels the rest and exits 0."""
+    from chimera_engine.segmenter import Segmenter
+
+    monkeypatch.setattr(Segmenter, "encode", _sigint_disguised_as(RuntimeError("could not determine the shape")))
+    code, err = _run("--project", image_dir, "--classes", CLASSES, "--model", tiny_checkpoint, "--quiet",
+                     "--device", "cpu")
+    assert code == 130 and "interrupted; 0 images were saved" in err and "skipped" not in err, err
