@@ -56,6 +56,7 @@ class TrainConfig:
     sam_weight: float = 1.0  # 0 = no Semantic Alignment Module
     sam_tau: float = 0.07
     background_weight: float = 1.0  # CE weight of a dataset's background class (shapes: most pixels)
+    aux_weight: float = 0.0  # CE of a closed-set 1x1 classifier on the body's features; 0 = none (the paper)
     # optimisation [PAPER.md §5]
     iterations: int = 20000
     batch_size: int = 16  # global: per-process batch x processes x accumulation
@@ -287,6 +288,7 @@ FIELD_RULES: dict[str, tuple] = {
     "teacher_size": ("int", 0, 4096),
     "sam_weight": ("float", 0.0, 1000.0),
     "sam_tau": ("float", 0.0, 10.0, True),
+    "aux_weight": ("float", 0.0, 1000.0),
     "background_weight": ("float", 0.0, 100.0),
     "iterations": ("int", 1, _BIG),
     "batch_size": ("int", 1, 65536),

@@ -112,6 +112,6 @@ def train_steps(model: SegmentationModel, cfg: TrainConfig, text: torch.Tensor, 
                          **{k: round(v, 5) for k, v in parts.items()},
                          "images_per_s": round(cfg.batch_size / seconds, 2)})
             if rank == 0 and (step % cfg.checkpoint_every == 0 or step == end or interrupt.requested):
-                run.save(model, step, step_fn.optimizer, step_fn.scheduler, step_fn.scaler, save_info, keep_copy=False)
+                run.save(model, step, step_fn.resumable_state(), save_info, keep_copy=False)
     encoder.eval()
     return LoopResult(step, interrupt.requested, spent)

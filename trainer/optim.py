@@ -13,7 +13,7 @@ def parameter_groups(model: nn.Module, lr: float, head_lr_mult: float, weight_de
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        is_backbone = name.startswith(("body.backbone.", "module.body.backbone."))
+        is_backbone = ".body.backbone." in f".{name}"  # also inside wrappers (DDP's module., encoder.)
         decays = param.ndim > 1
         groups.setdefault((is_backbone, decays), []).append(param)
     return [{"params": params, "lr": lr if backbone else lr * head_lr_mult,

@@ -23,6 +23,9 @@ from chimera_engine.errors import ChimeraError
 from chimera_engine.models import SegmentationModel, save_model
 
 _STATE_KEYS = {"step": int, "optimizer": dict, "scheduler": dict, "scaler": dict, "torch_rng": torch.Tensor}
+# The weights of training aids that are not part of the model (TrainConfig.aux_weight): {} without
+# them, and in the states saved before there were any.
+_AUXILIARY = "auxiliary"
 
 
 class TrainStateError(ChimeraError):
@@ -45,15 +48,14 @@ class RunDir:
         with self.metrics.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
-    def save(self, model: SegmentationModel, step: int, optimizer, scheduler, scaler,
+    def save(self, model: SegmentationModel, step: int, resumable: dict[str, Any],
              info: dict[str, Any], keep_copy: bool) -> Path:
-        """Model first, then the state that points at it: a crash between the two loses one save."""
+        """Model first, then the state that points at it: a crash between the two loses one save.
+        ``resumable``: the training step's own state (optimizer, scheduler, scaler, auxiliary)."""
         save_model(model, self.model, info={**info, "iteration": step})
         if keep_copy:
             save_model(model, self.path / f"iter_{step:06d}.safetensors", info={**info, "iteration": step})
-        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict() if scaler is not None else {},
-                 "torch_rng": torch.get_rng_state()}
+        state = {**resumable, "step": step, "torch_rng": torch.get_rng_state()}
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write_bytes(self.state, buffer.getvalue())
@@ -67,6 +69,9 @@ class RunDir:
             raise self.damaged(f"it cannot be read ({type(exc).__name__}: {exc})") from exc
         if not isinstance(state, dict):
             raise self.damaged("it does not hold a training state")
+        state.setdefault(_AUXILIARY, {})
+        if not isinstance(state[_AUXILIARY], dict):
+            raise self.damaged(f"its '{_AUXILIARY}' is of the wrong type")
         for key, kind in _STATE_KEYS.items():
             if not isinstance(state.get(key), kind) or (kind is int and isinstance(state[key], bool)):
                 raise self.damaged(f"its '{key}' is missing or of the wrong type")

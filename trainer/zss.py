@@ -83,12 +83,34 @@ def _global_mean_count(count: torch.Tensor, world_size: int) -> torch.Tensor:
     return count.clamp(min=1.0)
 
 
-class _Step:
-    """One optimisation step: micro-batches, the three losses, backward, optimizer and schedule."""
+class TrainedNet(torch.nn.Module):
+    """What the optimiser updates: the model's encoder and, with ``aux_weight``, a closed-set 1x1
+    classifier over the seen classes on the body's own features. The classifier is a training aid
+    (deep supervision, like mmseg's auxiliary heads; not in the paper): it asks the body to tell the
+    seen classes apart before CLIP's blocks see its features, and it never reaches the checkpoint.
+    Forward: images → (unit features, auxiliary logits or None)."""
 
-    def __init__(self, cfg: TrainConfig, net, clip, text: torch.Tensor, optimizer, scheduler, device,
-                 world_size: int, ce_weight: torch.Tensor | None = None):
-        self.cfg, self.net, self.clip, self.text, self.ce_weight = cfg, net, clip, text, ce_weight
+    def __init__(self, encoder: torch.nn.Module, seen_classes: int, auxiliary: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.auxiliary = torch.nn.Conv2d(encoder.body.out_channels, seen_classes, 1) if auxiliary else None
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.auxiliary is None:
+            return self.encoder(images), None
+        features, body = self.encoder.forward_with_body(images)
+        return features, self.auxiliary(body)
+
+    def auxiliary_state(self) -> dict[str, torch.Tensor]:
+        return {} if self.auxiliary is None else self.auxiliary.state_dict()
+
+
+class _Step:
+    """One optimisation step: micro-batches, the losses, backward, optimizer and schedule."""
+
+    def __init__(self, cfg: TrainConfig, trained: TrainedNet, net, clip, text: torch.Tensor, optimizer, scheduler,
+                 device, world_size: int, ce_weight: torch.Tensor | None = None):
+        self.cfg, self.trained, self.net, self.clip, self.text, self.ce_weight = cfg, trained, net, clip, text, ce_weight
         self.optimizer, self.scheduler, self.device, self.world_size = optimizer, scheduler, device, world_size
         self.teacher_size = cfg.teacher_size or clip.visual.image_size[0]
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
@@ -105,9 +127,11 @@ class _Step:
 
     def _losses(self, images, labels, ratio: float) -> dict[str, tuple[float, torch.Tensor]]:
         cfg = self.cfg
-        features = self.net(images)
+        features, auxiliary = self.net(images)
         logits = torch.einsum("bchw,kc->bkhw", features.float(), self.text) / cfg.tau
         terms = {"ce": (1.0, losses.seen_cross_entropy(logits, labels, self.ce_weight))}
+        if auxiliary is not None:
+            terms["aux"] = (cfg.aux_weight, losses.seen_cross_entropy(auxiliary, labels, self.ce_weight))
         if cfg.sgd_weight:
             self._synchronize()
             started = time.perf_counter()
@@ -147,6 +171,11 @@ class _Step:
         self.scheduler.step()
         return parts
 
+    def resumable_state(self) -> dict:
+        """What a run saves beside the model to resume this step exactly (``RunDir.save``)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "auxiliary": self.trained.auxiliary_state()}
 
 
 def per_process_batch(cfg: TrainConfig, world_size: int) -> int:
@@ -162,19 +191,22 @@ def prepare_steps(model: SegmentationModel, cfg: TrainConfig, clip: torch.nn.Mod
                   device: torch.device, world_size: int, run: RunDir, resume: bool,
                   ce_weight: torch.Tensor | None = None) -> tuple["_Step", int]:
     """Optimizer, schedule, (DDP and SyncBatchNorm on GPUs) and the training step for
-    ``model.encoder``, restored from ``run`` when ``resume``; returns the step and where it resumes."""
-    encoder = model.encoder
-    optimizer, scheduler = make_optimizer(encoder, cfg.lr, cfg.head_lr_mult, cfg.weight_decay, cfg.iterations,
-                                          cfg.warmup_iterations, cfg.poly_power)
+    ``model.encoder`` (and the auxiliary classifier, with ``aux_weight``), restored from ``run`` when
+    ``resume``; returns the step and where it resumes."""
     if world_size > 1 and device.type == "cuda":  # batch statistics over the global batch
-        model.encoder = encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
-    net = DistributedDataParallel(encoder) if world_size > 1 else encoder
-    step_fn = _Step(cfg, net, clip, text.to(device), optimizer, scheduler, device, world_size,
+        model.encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.encoder)
+    trained = TrainedNet(model.encoder, text.shape[0], cfg.aux_weight > 0).to(device)
+    optimizer, scheduler = make_optimizer(trained, cfg.lr, cfg.head_lr_mult, cfg.weight_decay, cfg.iterations,
+                                          cfg.warmup_iterations, cfg.poly_power)
+    net = DistributedDataParallel(trained) if world_size > 1 else trained
+    step_fn = _Step(cfg, trained, net, clip, text.to(device), optimizer, scheduler, device, world_size,
                     None if ce_weight is None else ce_weight.to(device))
     if not resume:
         return step_fn, 0
     state = run.load_state()
     try:
+        if trained.auxiliary is not None:
+            trained.auxiliary.load_state_dict(state["auxiliary"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if step_fn.scaler is not None and state["scaler"]:
@@ -235,7 +267,7 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
                 if hasattr(progress, "set_postfix"):
                     progress.set_postfix(loss=f"{sum(parts.values()):.3f}", lr=f"{record['lr']:.2e}")
             if context.is_main and (step % cfg.checkpoint_every == 0 or step == end or interrupt.requested):
-                run.save(model, step, step_fn.optimizer, step_fn.scheduler, step_fn.scaler, {**summary, "config": cfg.to_dict()},
+                run.save(model, step, step_fn.resumable_state(), {**summary, "config": cfg.to_dict()},
                          keep_copy=step % cfg.checkpoint_every == 0)
     if context.is_main and interrupt.requested:
         print(f"interrupted at iteration {step}; checkpoint saved in {run.path} — run the same command to resume")

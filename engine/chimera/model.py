@@ -103,10 +103,15 @@ class ChimeraSeg(nn.Module):
         self.output_stride = cfg.token_stride or self.head.patch_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_body(images)[0]
+
+    def forward_with_body(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unit features and the body's own features ``B x D x H/s x W/s`` they were made from."""
         grid = (images.shape[2] // self.output_stride, images.shape[3] // self.output_stride)
         if min(grid) < 1:
             raise ValueError(f"input {tuple(images.shape[2:])} is smaller than one {self.output_stride}px patch")
-        return self.head(self.body(images), grid)
+        body = self.body(images)
+        return self.head(body, grid), body
 
     def logits(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Features ``B x C x h x w`` and unit text embeddings ``K x C`` → ``B x K x h x w``."""

@@ -91,10 +91,11 @@ def test_training_reduces_the_loss_and_writes_a_loadable_run(shapes_root, tmp_pa
         torch.testing.assert_close(loaded.encoder.state_dict()[k], v)
 
 
-def test_resume_continues_exactly(shapes_root, tmp_path):
-    straight = _weights(_train(shapes_root, tmp_path / "a", iterations=6))
-    _train(shapes_root, tmp_path / "b", iterations=6, stop_after=3)
-    resumed = _weights(_train(shapes_root, tmp_path / "b", iterations=6))
+@pytest.mark.parametrize("aux_weight", [0.0, 0.4])  # with it, its classifier's weights resume too
+def test_resume_continues_exactly(shapes_root, tmp_path, aux_weight):
+    straight = _weights(_train(shapes_root, tmp_path / "a", iterations=6, aux_weight=aux_weight))
+    _train(shapes_root, tmp_path / "b", iterations=6, stop_after=3, aux_weight=aux_weight)
+    resumed = _weights(_train(shapes_root, tmp_path / "b", iterations=6, aux_weight=aux_weight))
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0, msg=k)
     log = [json.loads(line)["iter"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
@@ -108,6 +109,33 @@ def test_ablation_switches_reach_the_model_and_losses(shapes_root, tmp_path):
     assert "sgd" not in log and "sam" not in log
     model = _train(shapes_root, tmp_path / "d1", iterations=1, csh_depth=1)
     assert len(model.encoder.head.clip.blocks) == 1
+
+
+def test_the_auxiliary_classifier_trains_the_body_and_stays_out_of_the_checkpoint(shapes_root, tmp_path):
+    plain = _train(shapes_root, tmp_path / "plain", iterations=2)
+    aided = _train(shapes_root, tmp_path / "aux", iterations=2, aux_weight=0.4)
+    log = [json.loads(line) for line in (tmp_path / "aux" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["aux"] > 0 for r in log) and "aux" not in json.loads(
+        (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()[0])
+    stored = load_model(tmp_path / "aux" / "model.safetensors").encoder.state_dict()
+    assert stored.keys() == _weights(plain).keys()  # the same model, no classifier in it
+    moved = [k for k, v in _weights(aided).items() if k.startswith("body.backbone.") and k.endswith("weight")
+             and not torch.equal(v, _weights(plain)[k])]
+    assert moved  # its gradient reached the backbone
+    state = torch.load(tmp_path / "aux" / "train_state.pt", weights_only=True)
+    assert set(state["auxiliary"]) == {"weight", "bias"} and state["auxiliary"]["weight"].shape[0] == len(
+        aided.seen_classes)
+
+
+def test_a_state_saved_before_auxiliary_classifiers_existed_still_resumes(shapes_root, tmp_path):
+    _train(shapes_root, tmp_path / "run", iterations=4, stop_after=2)
+    path = tmp_path / "run" / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    del state["auxiliary"]
+    torch.save(state, path)
+    _train(shapes_root, tmp_path / "run", iterations=4)
+    assert [json.loads(line)["iter"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [
+        1, 2, 3, 4]
 
 
 def test_two_gloo_processes_equal_one_process(shapes_root, tmp_path):
