@@ -34,7 +34,7 @@ from chimera_engine.background import background_prompts
 from chimera_engine.class_names import parse_classes, split_class_list, split_phrases
 from chimera_engine.formats.coco import CocoBuilder, validate_coco, write_coco
 from chimera_engine.formats.png_masks import write_class_list
-from chimera_engine.interrupts import interrupted, raise_on_interrupt
+from chimera_engine.interrupts import interrupted, watching
 from chimera_engine.model_names import parse_model_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -288,7 +288,11 @@ def _label_into(project: Project, segmenter, todo: list[str], background: tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    raise_on_interrupt()
+    with watching():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

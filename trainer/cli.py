@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from chimera_engine.interrupts import interrupted, raise_on_interrupt
+from chimera_engine.interrupts import interrupted, raise_on_interrupt, watching
 
 raise_on_interrupt()  # the first thing the module does: an interrupt during the imports below counts
 INTERRUPTED = ("interrupted before it finished; nothing was written beyond the run's last save "
@@ -258,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    raise_on_interrupt()
+    with watching():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)  # exits 2 itself for unknown options and bad values
         return args.func(args)

@@ -276,3 +276,11 @@ def test_an_interrupt_while_encoding_is_not_an_image_failure(tmp_path, image_dir
     code, err = _run("--project", image_dir, "--classes", CLASSES, "--model", tiny_checkpoint, "--quiet",
                      "--device", "cpu")
     assert code == 130 and "interrupted; 0 images were saved" in err and "skipped" not in err, err
+    # After the run, in the same process (the app's pre-labelling, a test suite), a bad image is a bad
+    # image again, not a Ctrl+C: this once stopped the suite with a KeyboardInterrupt.
+    monkeypatch.undo()
+    from chimera_app.service.prelabel import Prelabeler
+
+    run = Prelabeler([("corrupt.jpg", image_dir / "corrupt.jpg")], ["red disc"])
+    (result,) = run.results(load_segmenter(str(tiny_checkpoint), device="cpu"))
+    assert not result.ok and result.kind == "image"
