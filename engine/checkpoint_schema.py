@@ -206,6 +206,8 @@ def _validate_chimera_section(model: dict, path: Any) -> None:
     if rates is not None and (not isinstance(rates, list) or not all(
             isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= _MAX_ASPP_RATE for r in rates)):
         raise _fail(path, "model.body.aspp_rates", f"must be whole numbers in 1..{_MAX_ASPP_RATE}, not {rates!r}")
+    if not isinstance(body.get("truncate", False), bool):
+        raise _fail(path, "model.body.truncate", "must be true or false")
     dropout = body.get("dropout", 0.1)
     if not limits.is_finite_number(dropout) or not 0 <= dropout < 1:
         raise _fail(path, "model.body.dropout", f"must be a number in [0, 1), not {dropout!r}")

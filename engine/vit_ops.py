@@ -167,6 +167,15 @@ def project_tokens(ln_post: nn.Module, proj: torch.Tensor, x: torch.Tensor) -> t
     return layer_norm(ln_post, x) @ proj.to(x.dtype)
 
 
+def encode_image(visual: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
+    """``visual(images)`` of a class-token ViT (``check_dense_capable``) through this module's block
+    forward: pooled embeddings ``B x C``. Differentiable; the tiny CLIP's pre-training uses it (a
+    training step on open_clip's own forward spends its time in the batch-second attention layout)."""
+    tokens, _ = embed_patches(visual, images)
+    tokens = run_blocks(visual.transformer.resblocks, tokens)
+    return project_tokens(visual.ln_post, visual.proj, tokens[:, :1])[:, 0]
+
+
 def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Patch tokens ``B x N x C`` → L2-normalised feature map ``B x C x gh x gw``."""
     b, n, c = tokens.shape

@@ -32,6 +32,9 @@ PRESETS: dict[str, BodyConfig] = {
     # parameters, ~25 MB in fp16, ~2x the training time per crop of the MobileNetV3 body on a CPU).
     "shapes-r18": BodyConfig(backbone="resnet18", output_stride=16, aspp_channels=64,
                              low_level_channels=24, decoder_channels=64),
+    # ResNet-18 without its layer4 (stride 16 at layer3, nothing dilated): 2.8 M backbone parameters.
+    "shapes-r18-l3": BodyConfig(backbone="resnet18", output_stride=16, aspp_channels=64,
+                                low_level_channels=24, decoder_channels=64, truncate=True),
 }
 
 

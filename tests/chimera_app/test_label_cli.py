@@ -137,8 +137,25 @@ def test_torchrun_two_processes_merge_into_the_same_file(tmp_path, image_dir, ti
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = json.loads(single.read_text()), json.loads(double.read_text())
-    for key in ("images", "annotations", "categories"):
-        assert a[key] == b[key]
+    assert a["images"] == b["images"] and a["categories"] == b["categories"]
+    # Each rank batches only its own images, so convolutions run on other batch shapes and kernels than the
+    # single process's: near-tied pixels of a random-weight model may flip. The merge must still give every
+    # image once, with the same ids, and the same labels on all but a sliver of pixels.
+    one, two = _label_maps(single), _label_maps(double)
+    assert one.keys() == two.keys() == {image["id"] for image in a["images"]}
+    for image_id, labels in one.items():
+        assert (labels == two[image_id]).mean() > 0.99, image_id
+
+
+def _label_maps(path):
+    coco = COCO(str(path))
+    maps = {}
+    for image_id, image in coco.imgs.items():
+        labels = np.zeros((image["height"], image["width"]), np.int64)
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
+            labels[coco.annToMask(ann) > 0] = ann["category_id"]
+        maps[image_id] = labels
+    return maps
 
 
 def test_training_free_options_reach_the_segmenter(tmp_path, image_dir, monkeypatch):

@@ -49,6 +49,22 @@ def test_backbone_deepest_feature_has_configured_stride(os_):
     assert body.backbone.feature_info.reduction() == [4, os_]
 
 
+@pytest.mark.parametrize("os_", [8, 16])
+def test_truncated_backbone_ends_at_the_stride_and_drops_deeper_stages(os_):
+    full = DeepLabV3PlusBody(small_cfg(output_stride=os_))
+    cut = DeepLabV3PlusBody(small_cfg(output_stride=os_, truncate=True)).eval()
+    names = {n.split(".")[1] for n, _ in cut.named_parameters() if n.startswith("backbone.")}
+    deepest = {8: "layer2", 16: "layer3"}[os_]
+    assert deepest in names and "layer4" not in names
+    assert not any(m.dilation != (1, 1) for m in cut.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert sum(p.numel() for p in cut.parameters()) < sum(p.numel() for p in full.parameters()) / 2
+    with torch.no_grad():
+        feats = cut.backbone(torch.randn(1, 3, 64, 96))
+        assert cut(torch.randn(1, 3, 33, 47)).shape == (1, 32, 9, 12)
+    assert [f.shape[-2:] for f in feats] == [(16, 24), (64 // os_, 96 // os_)]
+    assert BodyConfig.from_dict(cut.cfg.to_dict()) == cut.cfg
+
+
 def test_default_aspp_rates():
     assert BodyConfig(output_stride=8).rates == (12, 24, 36)
     assert BodyConfig(output_stride=16).rates == (6, 12, 18)

@@ -174,6 +174,12 @@ def test_chimera_body_on_an_unknown_backbone(tmp_path):
     _load_refused(tmp_path / "bad_backbone.safetensors", "cannot be built")
     craft_checkpoint(path, tmp_path / "bad_rates.safetensors", _set("model", "body", "aspp_rates", [6, 12, 10**7]))
     _load_refused(tmp_path / "bad_rates.safetensors", "aspp_rates")
+    craft_checkpoint(path, tmp_path / "bad_truncate.safetensors", _set("model", "body", "truncate", "yes"))
+    _load_refused(tmp_path / "bad_truncate.safetensors", "truncate")
+    # A file whose tensors hold layer4 but whose config says the body ends at layer3: refused, not half-loaded.
+    craft_checkpoint(path, tmp_path / "cut.safetensors", _set("model", "body", "truncate", True))
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "cut.safetensors")
     craft_checkpoint(path, tmp_path / "bad_tau.safetensors", _set("model", "tau", float("nan")))
     _load_refused(tmp_path / "bad_tau.safetensors", "model.tau")
 

@@ -76,6 +76,33 @@ def test_scene_bank_batches_cover_every_class_and_repeat_per_step():
         assert min(error, mirrored) < 1e-5
 
 
+def test_pretraining_forward_equals_open_clips_with_its_gradients():
+    import open_clip
+
+    from chimera_engine.clip_loading import ClipSpec, create_clip, register_bundled_configs
+    from chimera_trainer.clip_pretrain import encode_pairs
+
+    register_bundled_configs()
+    torch.manual_seed(0)
+    model = create_clip(ClipSpec("shapes-tiny", "random")).train()
+    bank = SceneBank(0, 64, 64, open_clip.get_tokenizer("shapes-tiny"), model.context_length,
+                     open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, workers=1)
+    images, tokens, _, _ = bank.batch(0, 24)
+    grads, embeddings = [], []
+    for encode in (lambda: (model.encode_image(images), model.encode_text(tokens)),
+                   lambda: encode_pairs(model, images, tokens)):
+        model.zero_grad(set_to_none=True)
+        pair = encode()
+        contrastive_loss(*pair, model.logit_scale).backward()
+        embeddings.append(pair)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    for ours, stock in zip(embeddings[1], embeddings[0]):
+        torch.testing.assert_close(ours, stock, rtol=1e-4, atol=1e-5)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 50
+    for name, stock in grads[0].items():
+        torch.testing.assert_close(grads[1][name], stock, rtol=1e-3, atol=1e-5, msg=name)
+
+
 def test_pretrain_writes_loadable_weights_and_report(tmp_path):
     out = tmp_path / "clip.safetensors"
     report = pretrain(out, steps=3, batch_size=16, workers=0, log=lambda r: None)
