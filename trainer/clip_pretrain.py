@@ -35,6 +35,7 @@ from chimera_engine.atomic import atomic_write_bytes, atomic_write_json
 from chimera_engine.clip_loading import ClipSpec, create_clip, register_bundled_configs
 from chimera_engine.text import encode_text_trimmed
 from chimera_engine.tiling import to_tensor
+from chimera_trainer.optim import adamw
 from chimera_trainer.shapes import BACKGROUND, SHAPE_CLASSES, sample
 from chimera_trainer.shapes.world import COLORS, describe
 
@@ -193,8 +194,7 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
     log({"scenes": len(bank), "render_s": round(time.perf_counter() - started, 1)})
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    optimizer = adamw([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr)
 
     def factor(step):  # linear warm-up, cosine decay
         return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))

@@ -12,4 +12,4 @@ def test_clip_pretrain_step_benchmark_times_both_forwards():
     # (seconds_per_step is rounded to 0.1 ms for the report; the derived numbers come from the exact medians)
     assert report["speedup"] == pytest.approx(steps["open_clip"] / steps["engine"], rel=0.1)
     assert report["bundle_minutes"]["engine"] == pytest.approx(steps["engine"] * report["bundle_steps"] / 60, abs=0.1)
-    assert report["machine"]["torch"]
+    assert set(report["optimizer_seconds_per_step"]) == set(steps) and report["machine"]["torch"]
