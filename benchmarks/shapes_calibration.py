@@ -1,11 +1,11 @@
 """Does calibration (PAPER.md §5: γ subtracted from the seen classes' probabilities) help the bundled
 ``shapes-chimera`` find unseen shapes?
 
-    python benchmarks/shapes_calibration.py [--model shapes-chimera] [--images 60]
+    python benchmarks/shapes_calibration.py [--model shapes-chimera] [--images 60] [--pamr]
 
 Scores the app's way (``Segmenter.segment`` over the twelve shape names, the model's background prompt
-competing, unlabeled counted as background) but without the model's PAMR default (measured before
-the shapes models had one), for each γ of a grid, on two seeds no training or
+competing, unlabeled counted as background), without PAMR unless ``--pamr`` (then with the model's
+own PAMR default, as the app pre-labels; γ applies to the refined scores), for each γ of a grid, on two seeds no training or
 validation set uses: 31337 (where a γ would be chosen) and 424242 (the bundled-model tests'
 held-out seed, where it would be reported). Each image is encoded once and scored at every γ.
 Prints one JSON object: per seed and γ, hIoU, mIoU over the seen shapes, mIoU(U) and the share of
@@ -36,13 +36,14 @@ SEEDS = {"choose": 31337, "held_out": 424242}
 CLASSES = [BACKGROUND, *SHAPE_CLASSES]  # label 0 = background = unlabeled in the app
 
 
-def sweep(segmenter, seed: int, images: int, gammas=GAMMAS) -> dict:
+def sweep(segmenter, seed: int, images: int, gammas=GAMMAS, refine: int | None = 0) -> dict:
+    """``refine``: PAMR steps, 0 none, None the model's default."""
     matrices = {g: ConfusionMatrix(len(CLASSES)) for g in gammas}
     for i in range(images):
         s = sample(seed, i, 64)
         segmenter.set_image(s.image)
         for g in gammas:
-            out = segmenter.segment(list(SHAPE_CLASSES), min_confidence=0.0, calibration=g, refine=0)
+            out = segmenter.segment(list(SHAPE_CLASSES), min_confidence=0.0, calibration=g, refine=refine)
             matrices[g].update(out.labels + 1, s.labels)
     table = {}
     for g, matrix in matrices.items():
@@ -58,11 +59,14 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="shapes-chimera")
     p.add_argument("--images", type=int, default=60)
+    p.add_argument("--pamr", action="store_true", help="score with the model's PAMR default (the app's rule)")
     args = p.parse_args(argv)
+    refine = None if args.pamr else 0
     segmenter = load_segmenter(args.model, device="cpu", precision="fp32")
-    report = {"model": args.model, "images": args.images, "torch": torch.__version__,
+    report = {"model": args.model, "images": args.images, "pamr": args.pamr, "torch": torch.__version__,
               "open_clip": open_clip.__version__,
-              **{name: {"seed": seed, "by_gamma": sweep(segmenter, seed, args.images)} for name, seed in SEEDS.items()}}
+              **{name: {"seed": seed, "by_gamma": sweep(segmenter, seed, args.images, refine=refine)}
+                 for name, seed in SEEDS.items()}}
     chosen = max(report["choose"]["by_gamma"], key=lambda g: report["choose"]["by_gamma"][g]["hIoU"])
     report["chosen_gamma"] = float(chosen)
     report["held_out_at_chosen"] = report["held_out"]["by_gamma"][chosen]

@@ -15,3 +15,26 @@ def test_calibration_reaches_scoring_and_the_held_out_seed_reports_the_chosen_ga
     assert grid["0.4"]["seen_shapes"] < grid["0.0"]["seen_shapes"], grid
     assert report["held_out_at_chosen"] == report["held_out"]["by_gamma"][str(report["chosen_gamma"])]
     assert all(0 <= v <= 1 for row in grid.values() for v in row.values())
+
+
+def test_pamr_scores_with_the_models_own_refinement(monkeypatch):
+    bench = load_benchmark()
+    asked = []
+    real = bench.load_segmenter
+
+    def spy(*args, **kwargs):
+        segmenter = real(*args, **kwargs)
+        segment = segmenter.segment
+
+        def recorded(*a, **kw):
+            asked.append(kw.get("refine", "absent"))
+            return segment(*a, **kw)
+
+        segmenter.segment = recorded
+        return segmenter
+
+    monkeypatch.setattr(bench, "load_segmenter", spy)
+    report = bench.main(["--images", "2", "--pamr"])
+    assert report["pamr"] is True and set(asked) == {None}  # None: the checkpoint's PAMR default applies
+    asked.clear()
+    assert bench.main(["--images", "2"])["pamr"] is False and set(asked) == {0}
