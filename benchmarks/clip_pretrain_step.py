@@ -1,8 +1,8 @@
 """What one step of the tiny shapes CLIP's pre-training costs, on open_clip's path and on ours.
 
 Prints ONE JSON object on stdout. In one process, on the same random-weight ``shapes-tiny`` model and
-the same batches from a ``SceneBank``, it times a whole training step (forward of images and captions,
-the contrastive loss, backward, then the AdamW step, timed apart) with
+the same batches from a ``SceneBank``, it times a whole training step (drawing the batch, forward of
+images and captions, the contrastive loss, backward, then the AdamW step, also timed apart) with
 
 - ``open_clip``: ``model.encode_image`` / ``model.encode_text`` and torch's default AdamW (foreach) —
   the plainest run of the model;
@@ -50,9 +50,9 @@ def measure(rounds: int = 5, steps: int = 4, batch_size: int = 128, scenes: int 
     times = {name: {"step": [], "optimizer": []} for name in variants}
     for round_ in range(rounds + 1):  # round 0 warms both up and is not counted
         for name, (forward, optimizer) in variants.items():
-            batches = [bank.batch(round_ * steps + i, batch_size)[:2] for i in range(steps)]
             in_optimizer, started = 0.0, time.perf_counter()
-            for images, tokens in batches:
+            for i in range(steps):  # the batch is drawn inside the timing, as the training loop does
+                images, tokens = bank.batch(round_ * steps + i, batch_size)[:2]
                 loss = contrastive_loss(*forward(images, tokens), model.logit_scale)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
