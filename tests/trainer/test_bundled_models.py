@@ -8,6 +8,7 @@ import pytest
 from chimera_engine import load_segmenter
 from chimera_engine.checkpoints import read_metadata
 from chimera_engine.clip_loading import bundled_model_path
+from chimera_trainer.config import DATASET_DEFAULTS
 from chimera_trainer.metrics import ConfusionMatrix
 from chimera_trainer.shapes import BACKGROUND, SHAPE_CLASSES, SPLIT, sample
 
@@ -41,6 +42,15 @@ def test_bundled_models_are_self_contained(files):
         assert {"mIoU_seen", "mIoU_unseen", "hIoU"} <= set(meta["info"]["evaluation"])
     chimera = read_metadata(files["shapes-chimera"])
     assert sorted(chimera["seen_classes"]) == sorted([BACKGROUND, *SPLIT["seen"]])  # unseen never trained on
+
+
+def test_shapes_chimera_is_what_the_shapes_recipe_trains(files):
+    # `chimera-train bundle` must rebuild the shipped model: its recorded training config is the
+    # recipe's (paths and the CLIP file aside), so a recipe change without a rebuild fails here.
+    trained = read_metadata(files["shapes-chimera"])["info"]["training"]
+    recipe = {k: v for k, v in DATASET_DEFAULTS["shapes"].items() if k not in ("clip", "workers")}
+    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in trained.items() if k in recipe}
+    assert recorded == recipe, {k: (recorded.get(k), v) for k, v in recipe.items() if recorded.get(k) != v}
 
 
 def held_out(model: str, refine: int | None = None) -> dict:
