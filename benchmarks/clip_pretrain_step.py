@@ -4,7 +4,8 @@ Prints ONE JSON object on stdout. In one process, on the same random-weight ``sh
 the same batches from a ``SceneBank``, it times a whole training step (drawing the batch, forward of
 images and captions, the contrastive loss, backward, then the AdamW step, also timed apart) with
 
-- ``open_clip``: ``model.encode_image`` / ``model.encode_text`` and torch's default AdamW (foreach) —
+- ``open_clip``: ``model.encode_image`` / ``model.encode_text`` and torch's default AdamW (on a CPU its
+  per-parameter loop) —
   the plainest run of the model;
 - ``engine``: ``clip_pretrain.encode_pairs`` (the engine's block forward, captions trimmed) and
   ``optim.adamw`` (fused) — what ``chimera-train shapes-clip`` runs,

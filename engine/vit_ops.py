@@ -170,7 +170,11 @@ def project_tokens(ln_post: nn.Module, proj: torch.Tensor, x: torch.Tensor) -> t
 def encode_image(visual: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
     """``visual(images)`` of a class-token ViT (``check_dense_capable``) through this module's block
     forward: pooled embeddings ``B x C``. Differentiable; the tiny CLIP's pre-training uses it (a
-    training step on open_clip's own forward spends its time in the batch-second attention layout)."""
+    training step on open_clip's own forward spends its time in the batch-second attention layout).
+    Patch dropout (open_clip drops tokens in training) is not applied, so a model that has it is refused
+    in training mode rather than trained on another forward than its own."""
+    if visual.training and not isinstance(getattr(visual, "patch_dropout", nn.Identity()), nn.Identity):
+        raise ValueError("encode_image does not apply patch dropout: train this model with open_clip's forward")
     tokens, _ = embed_patches(visual, images)
     tokens = run_blocks(visual.transformer.resblocks, tokens)
     return project_tokens(visual.ln_post, visual.proj, tokens[:, :1])[:, 0]

@@ -34,7 +34,7 @@ def lr_factor(step: int, total: int, warmup: int, power: float = 1.0, warmup_rat
 
 def adamw(groups: list[dict] | list[nn.Parameter], lr: float) -> torch.optim.AdamW:
     """AdamW, on torch's fused kernel where there is one (CPU, CUDA): one pass over each parameter
-    instead of the foreach path's dozen element-wise sweeps. On 2-core CPUs it took the tiny CLIP's
+    instead of the default path's dozen element-wise sweeps (on a CPU, a loop over parameters). On 2-core CPUs it took the tiny CLIP's
     optimizer step from 22–92 ms to 4–25 ms (2.3 M parameters, various loads; benchmarks/clip_pretrain_step.py)."""
     params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
     fused = bool(params) and {p.device.type for p in params} <= {"cpu", "cuda"}

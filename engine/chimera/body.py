@@ -35,7 +35,9 @@ class BodyConfig:
     dropout: float = 0.1  # after the ASPP projection, in training
     # True: end the backbone at its last stage of stride ``output_stride`` and drop the deeper stages,
     # instead of dilating them. On small images the deepest stages hold most of the weights and FLOPs
-    # (ResNet-18's layer4: 8.4 of 11.2 M parameters) while adding little field of view.
+    # (ResNet-18's layer4: 8.4 of 11.2 M parameters) while adding little field of view. timm drops them
+    # for backbones it wraps in FeatureListNet (ResNets); its MobileNet/EfficientNet feature classes
+    # keep every block, so there ``truncate`` only avoids the dilation (MobileNetV3-small: 0.93 M both ways).
     truncate: bool = False
 
     def __post_init__(self) -> None:
@@ -153,7 +155,7 @@ class DeepLabV3PlusBody(nn.Module):
         red, idx = probe.feature_info.reduction(), list(probe.feature_info.out_indices)
         if 4 not in red:
             raise ValueError(f"backbone {cfg.backbone!r} has no stride-4 feature (reductions {red})")
-        if cfg.truncate and cfg.output_stride in red:  # timm builds nothing past the last index asked for
+        if cfg.truncate and cfg.output_stride in red:  # the last stage of that stride (see BodyConfig)
             high = idx[len(red) - 1 - red[::-1].index(cfg.output_stride)]
         elif red[-1] == cfg.output_stride:
             high = idx[-1]

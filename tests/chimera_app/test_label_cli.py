@@ -141,6 +141,10 @@ def test_torchrun_two_processes_merge_into_the_same_file(tmp_path, image_dir, ti
     # Each rank batches only its own images, so convolutions run on other batch shapes and kernels than the
     # single process's: near-tied pixels of a random-weight model may flip. The merge must still give every
     # image once, with the same ids, and the same labels on all but a sliver of pixels.
+    for coco in (a, b):  # no annotation twice, none for an image the file does not list
+        ids = [ann["id"] for ann in coco["annotations"]]
+        assert len(ids) == len(set(ids))
+        assert {ann["image_id"] for ann in coco["annotations"]} <= {image["id"] for image in coco["images"]}
     one, two = _label_maps(single), _label_maps(double)
     assert one.keys() == two.keys() == {image["id"] for image in a["images"]}
     for image_id, labels in one.items():

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from chimera_engine import load_segmenter
@@ -128,3 +129,18 @@ def test_bundle_quick_builds_two_self_contained_models(tmp_path):
         assert seg.segment(list(SHAPE_CLASSES)).labels.shape == (80, 100)
     for key in ("mIoU_seen", "mIoU_unseen", "hIoU"):
         assert 0 <= report["shapes_chimera_eval"][key] <= 1
+
+
+def test_the_block_forward_refuses_to_train_a_model_with_patch_dropout():
+    from open_clip.transformer import PatchDropout
+
+    from chimera_engine import vit_ops
+    from chimera_engine.clip_loading import ClipSpec, create_clip, register_bundled_configs
+
+    register_bundled_configs()
+    model = create_clip(ClipSpec("shapes-tiny", "random"))
+    images = torch.zeros(2, 3, 64, 64)
+    model.visual.patch_dropout = PatchDropout(0.5)
+    with pytest.raises(ValueError, match="patch dropout"):
+        vit_ops.encode_image(model.visual.train(), images)
+    assert vit_ops.encode_image(model.visual.eval(), images).shape == (2, model.visual.output_dim)  # a no-op in eval
