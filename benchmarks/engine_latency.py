@@ -120,6 +120,29 @@ def _load_average() -> list[float] | None:
         return None
 
 
+def _cpu_times() -> list[int] | None:
+    """The machine's cumulative CPU ticks (user nice system idle iowait irq softirq steal), Linux only."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+_CPU_TIMES_AT_START = _cpu_times()  # a benchmark's process imports this module before it measures
+
+
+def _steal_share() -> float | None:
+    """Share of CPU time the hypervisor gave to other machines since this module was imported. On a
+    virtual machine it slows every number down like load does, and no load average shows it (seen
+    here: 42-55 % during a training run on an otherwise idle 2-core VM)."""
+    now = _cpu_times()
+    if now is None or _CPU_TIMES_AT_START is None:
+        return None
+    delta = [b - a for a, b in zip(_CPU_TIMES_AT_START, now)]
+    return round(delta[7] / sum(delta), 3) if sum(delta) > 0 else None
+
+
 def machine_facts() -> dict:
     cuda = torch.cuda.is_available()
     import open_clip
@@ -129,6 +152,7 @@ def machine_facts() -> dict:
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "cpu": cpu_description()[0], "torch": torch.__version__, "open_clip": open_clip.__version__,
             "torch_threads": torch.get_num_threads(), "load_average": _load_average(),
+            "cpu_steal_share": _steal_share(),
             "cuda_device": torch.cuda.get_device_name(0) if cuda else None}
 
 
