@@ -5,8 +5,8 @@
 
 Scores the app's way (``Segmenter.segment`` over the twelve shape names, the model's background prompt
 competing, unlabeled counted as background), without PAMR unless ``--pamr`` (then with the model's
-own PAMR default, as the app pre-labels; γ applies to the refined scores), for each γ of a grid, on two seeds no training or
-validation set uses: 31337 (where a γ would be chosen) and 424242 (the bundled-model tests'
+own PAMR default, as the app pre-labels; γ applies to the refined scores), for each γ of a grid, on
+two seeds no training or validation set uses: 31337 (where a γ would be chosen) and 424242 (the bundled-model tests'
 held-out seed, where it would be reported). Each image is encoded once and scored at every γ.
 Prints one JSON object: per seed and γ, hIoU, mIoU over the seen shapes, mIoU(U) and the share of
 background left unlabeled.

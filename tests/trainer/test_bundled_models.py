@@ -20,10 +20,10 @@ IMAGES = 200  # 60 were too few: one unseen shape's IoU moved the hIoU by a thir
 CLASSES = [BACKGROUND, *SHAPE_CLASSES]  # label 0 = background = unlabeled in the app
 # Regression floors, about 0.7 of what the shipped shapes-chimera measures on these images with the
 # app's rule — its own background prompt and its own PAMR default, 10 steps at (4, 8) px (hIoU 0.348,
-# seen shapes 0.714, unseen 0.228, background kept 0.998; without PAMR 0.246 / 0.496 / 0.159 / 0.960; README
-# "Status" has them with the targets: seen ≥ 0.7 is met, hIoU ≥ 0.6 is not): a model that broke (wrong weights,
-# class order, preprocessing, background or refinement rule) falls below them. Classes it segments
-# under 0.05 IoU get no floor.
+# seen shapes 0.714, unseen 0.228, background kept 0.998; without PAMR 0.246 / 0.496 / 0.159 / 0.960;
+# README "Status" has them with the targets: seen >= 0.7 is met, hIoU >= 0.6 is not): a model
+# that broke (wrong weights, class order, preprocessing, background or refinement rule) falls below
+# them. Classes it segments under 0.05 IoU get no floor.
 MEASURED = {"circle": 0.76, "square": 0.78, "triangle": 0.84, "star": 0.28, "ring": 0.87, "cross": 0.64,
             "heart": 0.0, "crescent": 0.72, "hexagon": 0.40, "diamond": 0.77, "pentagon": 0.31, "arrow": 0.74}
 FLOORS = {"background_kept": 0.95, "seen_shapes": 0.50, "unseen": 0.16, "hIoU": 0.24,
