@@ -19,6 +19,11 @@ class Context:
     rank: int
     world_size: int
     device: str  # what this process passes to load_segmenter
+    # Whether ``start`` joined the process group for this context (then ``close`` leaves it). A stage
+    # started inside a job that already joined (``chimera-train bundle``'s CLIP, then Chimera-Seg)
+    # shares the group and leaves it open: a group left and re-joined while another rank is still busy
+    # finds that rank's stale address in torchrun's store and fails to connect.
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -32,8 +37,21 @@ class Context:
         dist.gather_object(items, parts, dst=0)
         return [x for part in parts for x in part] if self.is_main else []
 
+    def barrier(self) -> None:
+        """Wait until every process gets here (e.g. until rank 0 has written files the others read)."""
+        if self.world_size > 1:
+            dist.barrier()
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` (anything picklable) on every process."""
+        if self.world_size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def close(self) -> None:
-        if self.world_size > 1 and dist.is_initialized():
+        if self.owns_group and self.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -54,8 +72,10 @@ def start(requested_device: str = "auto") -> Context:
         device = f"cuda:{local_rank}"
     else:
         device = "cpu" if requested_device == "auto" else requested_device
+    if dist.is_initialized():  # a stage of a job that joined already: share its group
+        return Context(dist.get_rank(), dist.get_world_size(), device)
     dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Context(dist.get_rank(), dist.get_world_size(), device)
+    return Context(dist.get_rank(), dist.get_world_size(), device, owns_group=True)
 
 
 @contextlib.contextmanager

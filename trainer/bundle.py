@@ -12,13 +12,14 @@ Both files embed their CLIP in fp16, so each works alone on an offline machine.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from chimera_engine import pamr
+from chimera_engine import distributed, pamr
 from chimera_engine.clip_loading import ClipSpec
 from chimera_engine.devices import choose
 from chimera_engine.models import dense_clip_model, save_model
@@ -94,40 +95,64 @@ def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False,
 
     pick = 1 if quick else 0
     out, work = Path(out), Path(work)
+    context = distributed.start("cpu")  # under torchrun both stages share one process group
+    try:
+        report = _build(out, work, pick, reuse_clip, zss_overrides, context)
+    finally:
+        context.close()
+    return report
+
+
+def _build(out: Path, work: Path, pick: int, reuse_clip: bool, zss_overrides: dict | None,
+           context: distributed.Context) -> dict:
+    """``build_bundled_models``' stages. With several processes, both trainings split their batches
+    between them; rank 0 alone writes files and evaluates, the others wait for it at barriers."""
+    from chimera_trainer.clip_pretrain import pretrain, report_path
+    from chimera_trainer.shapes import write_dataset
+    from chimera_trainer.zss import train
+
+    started = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
-    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "processes": context.world_size}
 
     clip_weights = work / "shapes-clip-weights.safetensors"
     if reuse_clip and clip_weights.is_file() and report_path(clip_weights).is_file():
         report["clip_pretraining"] = json.loads(report_path(clip_weights).read_text())
     else:
-        report["clip_pretraining"] = pretrain(clip_weights, steps=SCHEDULES["clip_steps"][pick], seed=TRAIN_SEED)
+        report["clip_pretraining"] = pretrain(clip_weights, steps=SCHEDULES["clip_steps"][pick], seed=TRAIN_SEED,
+                                              log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
+    report["clip_seconds"] = round(time.perf_counter() - started, 1)
 
     data_root = work / "shapes"
-    write_dataset(data_root / "train", SCHEDULES["train_images"][pick], seed=TRAIN_SEED, size=SIZE)
-    write_dataset(data_root / "val", SCHEDULES["val_images"][pick], seed=VAL_SEED, size=SIZE)
-
-    torch.manual_seed(TRAIN_SEED)
-    dense = dense_clip_model(ClipSpec("shapes-tiny", str(clip_weights)))
-    dense.templates, dense.inference, dense.background = "single", shapes_inference(), [BACKGROUND]
-    dense.refine, dense.refine_dilations = SHAPES_REFINE, SHAPES_REFINE_DILATIONS
-    report["shapes_clip_eval"] = evaluate_model(dense, data_root)
-    dense_path = save_model(dense, out / "shapes-clip.safetensors", embed_clip=True,
-                            storage_dtype=torch.float16, info={"evaluation": report["shapes_clip_eval"],
-                                                               "zero_shot": report["clip_pretraining"]})
+    dense_path = out / "shapes-clip.safetensors"
+    if context.is_main:
+        write_dataset(data_root / "train", SCHEDULES["train_images"][pick], seed=TRAIN_SEED, size=SIZE)
+        write_dataset(data_root / "val", SCHEDULES["val_images"][pick], seed=VAL_SEED, size=SIZE)
+        torch.manual_seed(TRAIN_SEED)
+        dense = dense_clip_model(ClipSpec("shapes-tiny", str(clip_weights)))
+        dense.templates, dense.inference, dense.background = "single", shapes_inference(), [BACKGROUND]
+        dense.refine, dense.refine_dilations = SHAPES_REFINE, SHAPES_REFINE_DILATIONS
+        report["shapes_clip_eval"] = evaluate_model(dense, data_root)
+        save_model(dense, dense_path, embed_clip=True, storage_dtype=torch.float16,
+                   info={"evaluation": report["shapes_clip_eval"], "zero_shot": report["clip_pretraining"]})
+    context.barrier()  # the data and the CLIP file the training reads are written
 
     cfg = shapes_train_config(data_root, f"shapes-tiny/{dense_path}",
                               **{"iterations": SCHEDULES["zss_iterations"][pick], "seed": TRAIN_SEED,
                                  **(zss_overrides or {})})
     info = load_info("shapes", data_root / "train")
+    tick = time.perf_counter()
     model = train(cfg, str(work / "run"), build_dataset("shapes", data_root / "train", "train"), info,
-                  device="cpu", fresh=True)
-    model.clip_spec = ClipSpec("shapes-tiny", "bundled:shapes-clip")
-    model.name = "shapes-chimera"
-    model.refine, model.refine_dilations = SHAPES_REFINE, SHAPES_REFINE_DILATIONS
-    report["shapes_chimera_eval"] = evaluate_model(model, data_root)
-    save_model(model, out / "shapes-chimera.safetensors", embed_clip=True, storage_dtype=torch.float16,
-               info={"evaluation": report["shapes_chimera_eval"], "training": cfg.to_dict()})
-    write_demo_images(out.parent / "demo")
-    report["files"] = {p.name: p.stat().st_size for p in sorted(out.glob("shapes-*.safetensors"))}
-    return report
+                  device="cpu", fresh=True, show_progress=context.is_main)
+    report["chimera_seconds"] = round(time.perf_counter() - tick, 1)
+    if context.is_main:
+        model.clip_spec = ClipSpec("shapes-tiny", "bundled:shapes-clip")
+        model.name = "shapes-chimera"
+        model.refine, model.refine_dilations = SHAPES_REFINE, SHAPES_REFINE_DILATIONS
+        report["shapes_chimera_eval"] = evaluate_model(model, data_root)
+        save_model(model, out / "shapes-chimera.safetensors", embed_clip=True, storage_dtype=torch.float16,
+                   info={"evaluation": report["shapes_chimera_eval"], "training": cfg.to_dict()})
+        write_demo_images(out.parent / "demo")
+        report["files"] = {p.name: p.stat().st_size for p in sorted(out.glob("shapes-*.safetensors"))}
+        report["seconds"] = round(time.perf_counter() - started, 1)
+    return context.broadcast(report)

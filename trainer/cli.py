@@ -127,7 +127,7 @@ def cmd_shapes_clip(args) -> int:
                       scenes=args.scenes, eval_every=args.eval_every, matched_positives=args.matched_positives,
                       init=args.init, warmup=args.warmup,
                       log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
-    print(json.dumps(report, indent=1))
+    _print_once(report)
     return 0 if report["accuracy"] >= 0.9 else 3
 
 
@@ -141,8 +141,16 @@ def cmd_bundle(args) -> int:
     from chimera_trainer.bundle import build_bundled_models
 
     report = build_bundled_models(args.out, args.work, quick=args.quick, reuse_clip=args.reuse_clip)
-    print(json.dumps(report, indent=1))
+    _print_once(report)
     return 0
+
+
+def _print_once(report: dict) -> None:
+    """The JSON report on stdout, from rank 0 only under ``torchrun`` (every rank holds it)."""
+    from chimera_engine import distributed
+
+    if distributed.is_main_process():
+        print(json.dumps(report, indent=1))
 
 
 def device_name(text: str) -> str:

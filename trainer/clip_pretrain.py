@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from safetensors.torch import save
 
-from chimera_engine import vit_ops
+from chimera_engine import distributed, vit_ops
 from chimera_engine.atomic import atomic_write_bytes, atomic_write_json
 from chimera_engine.clip_loading import ClipSpec, create_clip, register_bundled_configs
 from chimera_engine.text import encode_text_trimmed
@@ -183,15 +183,18 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
     it (``report_path``); return the report. ``scenes``: the size of the pre-rendered bank (at most
     ``steps * batch_size``; 50,000 64-px scenes take 0.6 GB). ``init``: start from these CLIP weights
     (a .safetensors state dict) instead of random ones, e.g. to teach a trained CLIP new captions."""
+    context = distributed.start("cpu")
     register_bundled_configs()
     torch.manual_seed(seed)
     model = create_clip(ClipSpec(arch, "random" if init is None else str(init))).train()
     size = model.visual.image_size[0]
+    part = _batch_part(batch_size, context)
     started = time.perf_counter()
     bank = SceneBank(seed, size, min(scenes, steps * batch_size), open_clip.get_tokenizer(arch),
                      model.context_length, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD,
-                     color_p=color_p, workers=workers)
-    log({"scenes": len(bank), "render_s": round(time.perf_counter() - started, 1)})
+                     color_p=color_p, workers=workers if context.world_size == 1 else 1)
+    log = log if context.is_main else (lambda record: None)
+    log({"scenes": len(bank), "render_s": round(time.perf_counter() - started, 1), "processes": context.world_size})
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = adamw([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr)
@@ -202,27 +205,68 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     started, evaluating = time.perf_counter(), 0.0
     for step in range(1, steps + 1):
-        images, tokens, shown, said = bank.batch(step, batch_size)
-        loss = contrastive_loss(*encode_pairs(model, images, tokens), model.logit_scale,
+        images, tokens, shown, said = bank.batch(step, batch_size)  # the whole batch, the same on every rank
+        image_emb, text_emb = _gathered(*encode_pairs(model, images[part], tokens[part]), context)
+        loss = contrastive_loss(image_emb, text_emb, model.logit_scale,
                                 caption_matches(shown, said) if matched_positives else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        _average_gradients(model, context)
         optimizer.step()
         scheduler.step()
         if step % 50 == 0 or step == steps:
             log({"step": step, "loss": round(float(loss.detach()), 4), "lr": scheduler.get_last_lr()[0],
                  "images_per_s": round(step * batch_size / (time.perf_counter() - started - evaluating), 1)})
-        if eval_every and step % eval_every == 0 and step < steps:
+        if eval_every and step % eval_every == 0 and step < steps and context.is_main:
             tick = time.perf_counter()
             log({"step": step, "zero_shot_accuracy": zero_shot_accuracy(model, size, seed, images=300)["accuracy"]})
             model.train()
             evaluating += time.perf_counter() - tick
-    report = zero_shot_accuracy(model, size, seed)
-    report.update({"steps": steps, "batch_size": batch_size, "lr": lr, "seconds": round(time.perf_counter() - started, 1),
-                   "init": None if init is None else Path(init).name})
-    atomic_write_bytes(out, save({k: v.contiguous() for k, v in model.state_dict().items()}))
-    atomic_write_json(report_path(out), report)
+    report = None
+    if context.is_main:
+        report = zero_shot_accuracy(model, size, seed)
+        report.update({"steps": steps, "batch_size": batch_size, "lr": lr, "processes": context.world_size,
+                       "seconds": round(time.perf_counter() - started, 1),
+                       "init": None if init is None else Path(init).name})
+        atomic_write_bytes(out, save({k: v.contiguous() for k, v in model.state_dict().items()}))
+        atomic_write_json(report_path(out), report)
+    report = context.broadcast(report)
+    context.close()
     return report
+
+
+def _batch_part(batch_size: int, context: distributed.Context) -> slice:
+    """This process's rows of every step's batch: ``torchrun`` splits the batch, never changes it."""
+    if batch_size % context.world_size:
+        raise ValueError(f"batch size {batch_size} is not divisible by {context.world_size} processes")
+    rows = batch_size // context.world_size
+    return slice(context.rank * rows, (context.rank + 1) * rows)
+
+
+def _gathered(image: torch.Tensor, text: torch.Tensor, context: distributed.Context):
+    """Every process's embeddings, in rank order (the whole batch's), keeping the gradient path to
+    this process's own. Each process then computes the same whole-batch loss; autograd's all-gather
+    sums the gradients of that loss from all processes into each one's rows (``world_size`` times the
+    gradient), so averaging the parameter gradients over processes gives exactly one process's."""
+    if context.world_size == 1:
+        return image, text
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(image)), torch.cat(all_gather(text))
+
+
+def _average_gradients(model: torch.nn.Module, context: distributed.Context) -> None:
+    """Mean of every parameter's gradient over the processes, in one flat all-reduce."""
+    if context.world_size == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= context.world_size
+    for g, value in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(value.view_as(g))
 
 
 def report_path(weights: str | Path) -> Path:

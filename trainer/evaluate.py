@@ -17,23 +17,21 @@ from chimera_trainer.metrics import ConfusionMatrix
 
 
 def evaluate(segmenter: Segmenter, dataset, info: DatasetInfo, calibration: float = 0.0,
-             rank: int = 0, world_size: int = 1, images_per_batch: int = 4,
+             images_per_batch: int = 4,
              on_progress: Callable[[int], None] = lambda n: None, refine: int = 0) -> dict:
-    """Score every ``world_size``-th image from ``rank`` (the matrix is summed over processes).
+    """Score every image of ``dataset`` in one process (under ``torchrun``, rank 0 evaluates alone).
 
     ``refine``: PAMR steps; 0 (the zero-shot protocol: no post-processing) whatever the model's own
     default, so numbers stay comparable across models and with the papers."""
     matrix = ConfusionMatrix(len(info.classes))
-    indices = list(range(rank, len(dataset), world_size))
-    for start in range(0, len(indices), images_per_batch):
-        samples = [dataset[i] for i in indices[start:start + images_per_batch]]
+    for start in range(0, len(dataset), images_per_batch):
+        samples = [dataset[i] for i in range(start, min(start + images_per_batch, len(dataset)))]
         encoded = segmenter.encode([s["image"] for s in samples])
         for sample, features in zip(samples, encoded):
             out = segmenter.segment(list(info.classes), background=(), features=features, calibration=calibration,
                                     min_confidence=0.0, refine=refine)
             matrix.update(out.labels, np.asarray(sample["label"]))
         on_progress(len(samples))
-    matrix.all_reduce()
     result = matrix.summary(list(info.classes), list(info.unseen))
     result.update({"images": len(dataset), "calibration": calibration, "refine": refine, "model": segmenter.name})
     return result

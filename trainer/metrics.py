@@ -7,7 +7,6 @@ pixel accuracy; ignored pixels (255) never count (PAPER.md §1).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 IGNORE = 255
 
@@ -35,17 +34,6 @@ class ConfusionMatrix:
         self.matrix += np.bincount(target[labeled] * n + prediction[labeled], minlength=n * n).reshape(n, n)
         # Unlabeled predictions are misses: they count in the ground-truth class's total only.
         self.unlabeled += np.bincount(target[~labeled], minlength=n)
-
-    def all_reduce(self) -> None:
-        """Sum the matrix over all processes of a torch.distributed group."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            both = torch.from_numpy(np.concatenate([self.matrix.ravel(), self.unlabeled]))
-            dist.all_reduce(both)
-            n = self.num_classes
-            self.matrix = both[: n * n].numpy().reshape(n, n)
-            self.unlabeled = both[n * n:].numpy()
 
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for a class absent from both ground truth and prediction."""

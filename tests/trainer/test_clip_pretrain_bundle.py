@@ -131,6 +131,27 @@ def test_bundle_quick_builds_two_self_contained_models(tmp_path):
         assert 0 <= report["shapes_chimera_eval"][key] <= 1
 
 
+def test_bundle_quick_under_torchrun_writes_each_file_once_and_reports_on_every_rank(tmp_path):
+    # Two processes share one group through both trainings; rank 0 alone writes data, models and the demo.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29544", "-m", "chimera_trainer.cli", "bundle", "--quick", "--out", str(tmp_path / "models"),
+                           "--work", str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)  # one report: rank 1 prints nothing
+    assert report["processes"] == 2 and report["clip_pretraining"]["processes"] == 2
+    assert set(report["files"]) == {"shapes-clip.safetensors", "shapes-chimera.safetensors"}
+    assert report["seconds"] >= report["clip_seconds"] + report["chimera_seconds"] - 1
+    seg = load_segmenter(str(tmp_path / "models" / "shapes-chimera.safetensors"), device="cpu", precision="fp32")
+    seg.set_image(np.zeros((64, 64, 3), np.uint8))
+    assert seg.segment(list(SHAPE_CLASSES)).labels.shape == (64, 64)
+    assert len(list((tmp_path / "demo").glob("demo*.png"))) == 8
+
+
 def test_the_block_forward_refuses_to_train_a_model_with_patch_dropout():
     from open_clip.transformer import PatchDropout
 
@@ -144,3 +165,90 @@ def test_the_block_forward_refuses_to_train_a_model_with_patch_dropout():
     with pytest.raises(ValueError, match="patch dropout"):
         vit_ops.encode_image(model.visual.train(), images)
     assert vit_ops.encode_image(model.visual.eval(), images).shape == (2, model.visual.output_dim)  # a no-op in eval
+
+
+_STEP_GRADIENTS = """
+import sys, open_clip, torch
+from chimera_engine import distributed
+from chimera_engine.clip_loading import ClipSpec, create_clip, register_bundled_configs
+from chimera_trainer.clip_pretrain import (SceneBank, _average_gradients, _batch_part, _gathered,
+                                           contrastive_loss, encode_pairs)
+
+
+def step_gradients(out):
+    # One step of pre-training's own pieces, as pretrain wires them; its parameter gradients in ``out``.
+    context = distributed.start("cpu")
+    register_bundled_configs()
+    torch.manual_seed(0)
+    model = create_clip(ClipSpec("shapes-tiny", "random")).train()
+    bank = SceneBank(0, 64, 32, open_clip.get_tokenizer("shapes-tiny"), model.context_length,
+                     open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, workers=0)
+    images, tokens = bank.batch(1, 16)[:2]
+    part = _batch_part(16, context)
+    loss = contrastive_loss(*_gathered(*encode_pairs(model, images[part], tokens[part]), context), model.logit_scale)
+    loss.backward()
+    _average_gradients(model, context)
+    if context.is_main:
+        torch.save({k: p.grad for k, p in model.named_parameters() if p.grad is not None}, out)
+    context.close()
+"""
+
+
+def test_two_gloo_processes_pretrain_the_same_clip_as_one(tmp_path):
+    # torchrun splits each step's batch between processes and gathers the embeddings for the whole-batch
+    # loss. One step's gradients must be one process's (AdamW would hide a wrong scale in the weights),
+    # and the weights after a few steps too, up to float summation order.
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    (tmp_path / "step.py").write_text(_STEP_GRADIENTS)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from step import step_gradients
+    finally:
+        sys.path.remove(str(tmp_path))
+    step_gradients(tmp_path / "grads-one.pt")
+    one = pretrain(tmp_path / "one.safetensors", steps=3, batch_size=16, workers=0, scenes=64, log=lambda r: None)
+    script = tmp_path / "ddp.py"
+    script.write_text(f"""
+import json, sys
+sys.path.insert(0, {str(tmp_path)!r})
+from chimera_engine import distributed
+from step import step_gradients
+from chimera_trainer.clip_pretrain import pretrain
+job = distributed.start("cpu")  # both stages share the job's group, as the bundle's do
+step_gradients({str(tmp_path / 'grads-two.pt')!r})
+report = pretrain({str(tmp_path / 'two.safetensors')!r}, steps=3, batch_size=16, workers=0, scenes=64, log=lambda r: None)
+print(json.dumps(report))
+job.close()
+""")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29543", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grads = [torch.load(tmp_path / f"grads-{n}.pt") for n in ("one", "two")]
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 50
+    for name, single in grads[0].items():
+        torch.testing.assert_close(grads[1][name], single, rtol=1e-4, atol=1e-6, msg=name)
+    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 2 and reports[0] == reports[1]  # every rank returns rank 0's report
+    assert reports[0]["processes"] == 2 and one["processes"] == 1
+    a, b = load_file(str(tmp_path / "one.safetensors")), load_file(str(tmp_path / "two.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=2e-5, msg=name)
+    pretrain(tmp_path / "zero.safetensors", steps=1, batch_size=16, workers=0, scenes=64, lr=0.0, log=lambda r: None)
+    zero = load_file(str(tmp_path / "zero.safetensors"))
+    assert sum(not torch.equal(zero[k], a[k]) for k in a) > 50  # trained weights, not two copies of the initial
+
+
+def test_a_batch_two_processes_cannot_split_is_refused():
+    from chimera_engine.distributed import Context
+    from chimera_trainer.clip_pretrain import _batch_part
+
+    assert _batch_part(16, Context(1, 2, "cpu")) == slice(8, 16)
+    with pytest.raises(ValueError, match="not divisible by 2 processes"):
+        _batch_part(15, Context(0, 2, "cpu"))

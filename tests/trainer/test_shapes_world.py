@@ -226,3 +226,15 @@ def test_background_only_scenes_are_captioned_as_background_and_only_they_say_it
     for i in range(40):
         assert "background" not in sample(3, i, 64).caption  # scenes with shapes never say it
     assert all("background" in c for c in BACKGROUND_CAPTIONS)
+
+
+def test_visible_masks_partition_the_label_map_shape_by_shape():
+    from chimera_trainer.shapes.app_rule import visible_masks
+
+    for i in range(20):
+        s = sample(3, i, 64)
+        masks = visible_masks(s)
+        assert len(masks) == len(s.shapes)
+        assert np.array_equal(np.sum(masks, axis=0), s.labels > 0)  # disjoint, and cover every shape pixel
+        for shape, mask in zip(s.shapes, masks):
+            assert mask.any() and set(np.unique(s.labels[mask])) == {SHAPE_CLASSES.index(shape.name) + 1}
