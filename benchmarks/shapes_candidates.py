@@ -44,6 +44,7 @@ def score(model: str, seeds: dict[str, int]) -> dict:
     out["424242_plain"] = _brief(held_out_scores(seg, 424242, seeds["424242"], refine=0))
     demo = demo_scores(seg, DEMO_SEED, DEMO_IMAGES, DEMO_SIZE)
     out["demo"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in demo.items()}
+    out["file_bytes"] = Path(model).stat().st_size if Path(model).is_file() else None
     info = seg.model.info
     out["val_zero_shot_protocol"] = info.get("evaluation")
     out["training"] = info.get("training")
