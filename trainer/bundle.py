@@ -89,10 +89,6 @@ def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False,
                          zss_overrides: dict | None = None) -> dict:
     """Run the whole recipe; ``reuse_clip`` keeps a CLIP already pre-trained in ``work``;
     ``zss_overrides``: TrainConfig fields that replace the shapes recipe's (recipe experiments)."""
-    from chimera_trainer.clip_pretrain import pretrain, report_path
-    from chimera_trainer.shapes import write_dataset
-    from chimera_trainer.zss import train
-
     pick = 1 if quick else 0
     out, work = Path(out), Path(work)
     context = distributed.start("cpu")  # under torchrun both stages share one process group

@@ -114,6 +114,37 @@ def test_pretrain_writes_loadable_weights_and_report(tmp_path):
     assert seg.segment(["circle", "star"]).labels.shape == (64, 64)
 
 
+def test_the_low_resolution_steps_come_first_and_shrink_the_whole_batch(tmp_path, monkeypatch):
+    from chimera_trainer import clip_pretrain
+
+    seen = []
+    real = clip_pretrain.encode_pairs
+
+    def recording(model, images, tokens):
+        seen.append(tuple(images.shape))
+        return real(model, images, tokens)
+
+    monkeypatch.setattr(clip_pretrain, "encode_pairs", recording)
+    report = pretrain(tmp_path / "c.safetensors", steps=4, batch_size=8, workers=0, scenes=16, low_res_steps=3,
+                      low_res_size=32, log=lambda r: None)
+    assert seen == [(8, 3, 32, 32)] * 3 + [(8, 3, 64, 64)]
+    assert (report["low_res_steps"], report["low_res_size"]) == (3, 32)
+
+
+@pytest.mark.parametrize("steps, size, message", [(-1, 32, "must be >= 0"), (2, 44, "multiple of the patch size 8"),
+                                                  (2, 72, "below 64 px"), (2, 0, "multiple of the patch")])
+def test_a_low_resolution_the_model_cannot_take_is_a_usage_error(tmp_path, steps, size, message):
+    from chimera_trainer.cli import main
+    from chimera_trainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        pretrain(tmp_path / "c.safetensors", steps=2, batch_size=8, workers=0, scenes=8, low_res_steps=steps,
+                 low_res_size=size, log=lambda r: None)
+    assert main(["shapes-clip", "--out", str(tmp_path / "d.safetensors"), "--steps", "2",
+                 "--low-res-steps", str(steps), "--low-res-size", str(size)]) == 2
+    assert not (tmp_path / "d.safetensors").exists()
+
+
 def test_bundle_quick_builds_two_self_contained_models(tmp_path):
     from chimera_trainer.bundle import build_bundled_models
 
