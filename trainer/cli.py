@@ -126,7 +126,7 @@ def cmd_shapes_clip(args) -> int:
     report = pretrain(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       scenes=args.scenes, eval_every=args.eval_every, matched_positives=args.matched_positives,
                       init=args.init, warmup=args.warmup, low_res_steps=args.low_res_steps,
-                      low_res_size=args.low_res_size,
+                      low_res_size=args.low_res_size, native_lr=args.native_lr,
                       log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
     _print_once(report)
     return 0 if report["accuracy"] >= 0.9 else 3
@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--low-res-steps", type=int, default=0,
                    help="the first N steps see images shrunk to --low-res-size (cheaper steps; CLIPA's resizing)")
     c.add_argument("--low-res-size", type=int, default=40, help="image side of the low-resolution steps (px)")
+    c.add_argument("--native-lr", type=float, default=0.0,
+                   help="give the native-size steps after the low-resolution ones a schedule of their own, "
+                        "peaking at this fraction of --lr (0: one cosine over all steps)")
     c.set_defaults(func=cmd_shapes_clip)
 
     b = sub.add_parser("bundle", help="rebuild the bundled shapes-clip and shapes-chimera models")

@@ -15,8 +15,10 @@ either (35.7 % after a 2,000-step schedule; 5e-4 reached 36 % after 1,000 steps 
 
 ``low_res_steps``/``low_res_size``: the first steps see the bank's images shrunk (the positional
 embedding interpolated to the smaller grid, as the engine's forward does for any size), the rest at
-the native size; one cosine schedule spans both. The resizing of CLIPA (Li, Wang and Xie, "An Inverse
-Scaling Law for CLIP Training", 2023): fewer tokens per image make a step cheaper (measured here at
+the native size; one cosine schedule spans both, or with ``native_lr`` the native-size steps get a
+schedule of their own (a warm-up to ``native_lr`` x the peak rate, then their own cosine) after the
+low-resolution cosine has run down, as CLIPA fine-tunes at full size. The resizing of CLIPA (Li, Wang
+and Xie, "An Inverse Scaling Law for CLIP Training", 2023): fewer tokens per image make a step cheaper (measured here at
 batch 128: 0.59 s at 64 px, 0.36 s at 48, 0.27 s at 40), and the native-size steps at the end adapt
 the model to the size it is used at.
 """
@@ -44,6 +46,7 @@ from chimera_engine.text import encode_text_trimmed
 from chimera_engine.tiling import to_tensor
 from chimera_trainer.config import ConfigError
 from chimera_trainer.optim import adamw
+from chimera_trainer.prefetch import ahead
 from chimera_trainer.shapes import BACKGROUND, SHAPE_CLASSES, sample
 from chimera_trainer.shapes.world import COLORS, describe
 
@@ -97,7 +100,7 @@ class SceneBank:
         pixels = self.images[index]
         flip = rng.random(size) < 0.5
         pixels[flip] = pixels[flip, :, ::-1]
-        images = torch.stack([to_tensor(p, self.mean, self.std) for p in pixels])
+        images = to_tensor(pixels, self.mean, self.std)
         tokens, shown, said = [], [], []
         for i in index:
             # Colour is named in only ``color_p`` of the mentions: captions that name colours too
@@ -187,18 +190,21 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
              lr: float = 5e-4, weight_decay: float = 0.1, warmup: int = 100, seed: int = 0, workers: int = 2,
              scenes: int = 50_000, color_p: float = 0.3, eval_every: int = 0, matched_positives: bool = False,
              init: str | Path | None = None, low_res_steps: int = 0, low_res_size: int = 0,
-             log: Callable[[dict], None] = print) -> dict:
+             native_lr: float = 0.0, prefetch: bool = False, log: Callable[[dict], None] = print) -> dict:
     """Train, save the open_clip state dict as ``out`` (.safetensors) and the zero-shot report beside
     it (``report_path``); return the report. ``scenes``: the size of the pre-rendered bank (at most
     ``steps * batch_size``; 50,000 64-px scenes take 0.6 GB). ``init``: start from these CLIP weights
     (a .safetensors state dict) instead of random ones, e.g. to teach a trained CLIP new captions.
-    ``low_res_steps``: the first steps at ``low_res_size`` px (see the module's notes)."""
-    context = distributed.start("cpu")
+    ``low_res_steps``: the first steps at ``low_res_size`` px; ``native_lr``: the peak rate of the
+    native-size steps' own schedule, as a fraction of ``lr`` (0: one schedule for all steps; see the
+    module's notes). ``prefetch``: draw each batch on a background thread during the step before."""
     register_bundled_configs()
     torch.manual_seed(seed)
     model = create_clip(ClipSpec(arch, "random" if init is None else str(init))).train()
     size = model.visual.image_size[0]
     shrink = _low_res_check(low_res_steps, low_res_size, size, vit_ops.patch_size(model.visual))
+    _native_lr_check(native_lr, shrink, low_res_steps, steps)
+    context = distributed.start("cpu")  # after the checks: a refused setting leaves no group open
     part = _batch_part(batch_size, context)
     started = time.perf_counter()
     bank = SceneBank(seed, size, min(scenes, steps * batch_size), open_clip.get_tokenizer(arch),
@@ -210,19 +216,21 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = adamw([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr)
 
-    def factor(step):  # linear warm-up, cosine decay
-        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(schedule, steps=steps, warmup=warmup, restart=low_res_steps if native_lr else 0,
+                           restart_peak=native_lr))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    started, evaluating = time.perf_counter(), 0.0
-    for step in range(1, steps + 1):
-        images, tokens, shown, said = bank.batch(step, batch_size)  # the whole batch, the same on every rank
+    def inputs(step):  # this rank's part of the step's batch (drawn whole, the same on every rank)
+        images, tokens, shown, said = bank.batch(step, batch_size)
         if step <= low_res_steps and shrink:
             images = F.interpolate(images, size=(low_res_size, low_res_size), mode="bilinear", antialias=True,
                                    align_corners=False)
-        image_emb, text_emb = _gathered(*encode_pairs(model, images[part], tokens[part]), context)
-        loss = contrastive_loss(image_emb, text_emb, model.logit_scale,
-                                caption_matches(shown, said) if matched_positives else None)
+        return images[part], tokens[part], caption_matches(shown, said) if matched_positives else None
+
+    started, evaluating = time.perf_counter(), 0.0
+    for step, (images, tokens, matches) in ahead(inputs, range(1, steps + 1), enabled=prefetch):
+        image_emb, text_emb = _gathered(*encode_pairs(model, images, tokens), context)
+        loss = contrastive_loss(image_emb, text_emb, model.logit_scale, matches)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         _average_gradients(model, context)
@@ -241,6 +249,7 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
         report = zero_shot_accuracy(model, size, seed)
         report.update({"steps": steps, "batch_size": batch_size, "lr": lr, "processes": context.world_size,
                        "low_res_steps": low_res_steps if shrink else 0, "low_res_size": low_res_size if shrink else size,
+                       "native_lr": native_lr,
                        "seconds": round(time.perf_counter() - started, 1),
                        "init": None if init is None else Path(init).name})
         atomic_write_bytes(out, save({k: v.contiguous() for k, v in model.state_dict().items()}))
@@ -248,6 +257,29 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
     report = context.broadcast(report)
     context.close()
     return report
+
+
+def schedule(step: int, steps: int, warmup: int, restart: int = 0, restart_peak: float = 0.0) -> float:
+    """The rate of step ``step + 1`` (LambdaLR counts from 0) as a fraction of the peak: a linear
+    warm-up, then a cosine to 0 at ``steps``; with ``restart``, the first ``restart`` steps' cosine
+    ends at step ``restart`` and the rest warm up to ``restart_peak`` and decay again."""
+    peak, length = 1.0, steps
+    if restart:
+        if step < restart:
+            length = restart
+        else:
+            step, length, peak = step - restart, steps - restart, restart_peak
+    return peak * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step / length, 1.0)))
+
+
+def _native_lr_check(native_lr: float, shrink: bool, low_res_steps: int, steps: int) -> None:
+    if not native_lr:
+        return
+    if not 0 < native_lr <= 1:
+        raise ConfigError(f"the native-size steps' peak rate is a fraction of the peak lr in (0, 1], got {native_lr}")
+    if not shrink or low_res_steps >= steps:
+        raise ConfigError("a native-size schedule of its own needs low-resolution steps first and native-size "
+                          "steps after them (--low-res-steps below --steps)")
 
 
 def _low_res_check(steps: int, low_size: int, size: int, patch: int) -> bool:

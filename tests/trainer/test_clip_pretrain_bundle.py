@@ -131,11 +131,61 @@ def test_the_low_resolution_steps_come_first_and_shrink_the_whole_batch(tmp_path
     assert (report["low_res_steps"], report["low_res_size"]) == (3, 32)
 
 
+def test_one_schedule_is_warm_up_then_cosine_and_a_restart_gives_the_native_steps_their_own():
+    import math
+
+    from chimera_trainer.clip_pretrain import schedule
+
+    steps, warmup = 1000, 100
+    plain = [schedule(t, steps, warmup) for t in range(steps)]
+    assert plain == pytest.approx([min(1.0, (t + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * t / steps))
+                                   for t in range(steps)], abs=1e-12)
+    restarted = [schedule(t, steps, warmup, restart=800, restart_peak=0.3) for t in range(steps)]
+    assert restarted[:800] == [schedule(t, 800, warmup) for t in range(800)]  # the first cosine runs down at 800
+    assert restarted[799] < 1e-4 and restarted[800] == pytest.approx(0.3 / warmup)
+    assert restarted[800 + warmup - 1] == pytest.approx(0.3 * 0.5 * (1 + math.cos(math.pi * (warmup - 1) / 200)))
+    tail = restarted[800 + warmup - 1:]
+    assert all(a >= b for a, b in zip(tail, tail[1:])) and tail[-1] < 1e-3
+
+
+@pytest.mark.parametrize("argv, message", [(["--native-lr", "0.3"], "needs low-resolution steps first"),
+                                           (["--native-lr", "1.5", "--low-res-steps", "1"], "in \\(0, 1\\]"),
+                                           (["--native-lr", "0.3", "--low-res-steps", "2"], "below --steps")])
+def test_a_native_schedule_without_native_steps_is_a_usage_error(tmp_path, capsys, argv, message):
+    import re
+
+    from chimera_trainer.cli import main
+
+    assert main(["shapes-clip", "--out", str(tmp_path / "c.safetensors"), "--steps", "2", *argv]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_drawing_batches_ahead_trains_the_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    weights = []
+    for prefetch in (True, False):
+        out = tmp_path / f"prefetch-{prefetch}.safetensors"
+        report = pretrain(out, steps=3, batch_size=16, workers=0, scenes=64, low_res_steps=1, low_res_size=32,
+                          native_lr=0.5, matched_positives=True, prefetch=prefetch, log=lambda r: None)
+        assert report["native_lr"] == 0.5
+        weights.append(load_file(str(out)))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 @pytest.mark.parametrize("steps, size, message", [(-1, 32, "must be >= 0"), (2, 44, "multiple of the patch size 8"),
                                                   (2, 72, "below 64 px"), (2, 0, "multiple of the patch")])
-def test_a_low_resolution_the_model_cannot_take_is_a_usage_error(tmp_path, steps, size, message):
+def test_a_low_resolution_the_model_cannot_take_is_a_usage_error(tmp_path, monkeypatch, steps, size, message):
+    from chimera_engine import distributed
     from chimera_trainer.cli import main
     from chimera_trainer.config import ConfigError
+
+    def no_group(*args):  # refused before joining torchrun's group, so no process leaves one open
+        raise AssertionError("the process group was joined before the settings were checked")
+
+    monkeypatch.setattr(distributed, "start", no_group)
 
     with pytest.raises(ConfigError, match=message):
         pretrain(tmp_path / "c.safetensors", steps=2, batch_size=8, workers=0, scenes=8, low_res_steps=steps,
