@@ -18,9 +18,9 @@ embedding interpolated to the smaller grid, as the engine's forward does for any
 the native size; one cosine schedule spans both, or with ``native_lr`` the native-size steps get a
 schedule of their own (a warm-up to ``native_lr`` x the peak rate, then their own cosine) after the
 low-resolution cosine has run down, as CLIPA fine-tunes at full size. The resizing of CLIPA (Li, Wang
-and Xie, "An Inverse Scaling Law for CLIP Training", 2023): fewer tokens per image make a step cheaper (measured here at
-batch 128: 0.59 s at 64 px, 0.36 s at 48, 0.27 s at 40), and the native-size steps at the end adapt
-the model to the size it is used at.
+and Xie, "An Inverse Scaling Law for CLIP Training", 2023): fewer tokens per image make a step
+cheaper (measured here at batch 128: 0.59 s at 64 px, 0.36 s at 48, 0.27 s at 40), and the
+native-size steps at the end adapt the model to the size it is used at.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from chimera_engine.text import encode_text_trimmed
 from chimera_engine.tiling import to_tensor
 from chimera_trainer.config import ConfigError
 from chimera_trainer.optim import adamw
-from chimera_trainer.prefetch import ahead
 from chimera_trainer.shapes import BACKGROUND, SHAPE_CLASSES, sample
 from chimera_trainer.shapes.world import COLORS, describe
 
@@ -190,14 +189,14 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
              lr: float = 5e-4, weight_decay: float = 0.1, warmup: int = 100, seed: int = 0, workers: int = 2,
              scenes: int = 50_000, color_p: float = 0.3, eval_every: int = 0, matched_positives: bool = False,
              init: str | Path | None = None, low_res_steps: int = 0, low_res_size: int = 0,
-             native_lr: float = 0.0, prefetch: bool = False, log: Callable[[dict], None] = print) -> dict:
+             native_lr: float = 0.0, log: Callable[[dict], None] = print) -> dict:
     """Train, save the open_clip state dict as ``out`` (.safetensors) and the zero-shot report beside
     it (``report_path``); return the report. ``scenes``: the size of the pre-rendered bank (at most
     ``steps * batch_size``; 50,000 64-px scenes take 0.6 GB). ``init``: start from these CLIP weights
     (a .safetensors state dict) instead of random ones, e.g. to teach a trained CLIP new captions.
     ``low_res_steps``: the first steps at ``low_res_size`` px; ``native_lr``: the peak rate of the
     native-size steps' own schedule, as a fraction of ``lr`` (0: one schedule for all steps; see the
-    module's notes). ``prefetch``: draw each batch on a background thread during the step before."""
+    module's notes)."""
     register_bundled_configs()
     torch.manual_seed(seed)
     model = create_clip(ClipSpec(arch, "random" if init is None else str(init))).train()
@@ -220,17 +219,18 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
         optimizer, partial(schedule, steps=steps, warmup=warmup, restart=low_res_steps if native_lr else 0,
                            restart_peak=native_lr))
 
-    def inputs(step):  # this rank's part of the step's batch (drawn whole, the same on every rank)
-        images, tokens, shown, said = bank.batch(step, batch_size)
+    # Drawing the batch (~35 ms on one thread) stays in the loop: drawn ahead on a second thread it made
+    # steps no faster at 40 px and 15 % slower at 64 px, its torch ops contending with the training's
+    # two OpenMP threads (benchmarks/results/clip_pretrain_prefetch.json).
+    started, evaluating = time.perf_counter(), 0.0
+    for step in range(1, steps + 1):
+        images, tokens, shown, said = bank.batch(step, batch_size)  # the whole batch, the same on every rank
         if step <= low_res_steps and shrink:
             images = F.interpolate(images, size=(low_res_size, low_res_size), mode="bilinear", antialias=True,
                                    align_corners=False)
-        return images[part], tokens[part], caption_matches(shown, said) if matched_positives else None
-
-    started, evaluating = time.perf_counter(), 0.0
-    for step, (images, tokens, matches) in ahead(inputs, range(1, steps + 1), enabled=prefetch):
-        image_emb, text_emb = _gathered(*encode_pairs(model, images, tokens), context)
-        loss = contrastive_loss(image_emb, text_emb, model.logit_scale, matches)
+        image_emb, text_emb = _gathered(*encode_pairs(model, images[part], tokens[part]), context)
+        loss = contrastive_loss(image_emb, text_emb, model.logit_scale,
+                                caption_matches(shown, said) if matched_positives else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         _average_gradients(model, context)
