@@ -79,7 +79,7 @@ def resize_for_encoding(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def to_tensor(rgb: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """``H x W x 3`` uint8 → ``3 x H x W`` float32, normalised with the model's mean and std; a stack
-    ``B x H x W x 3`` gives ``B x 3 x H x W``."""
+    ``B x H x W x 3`` gives ``B x 3 x H x W`` (strided in the input's memory order, like one image's)."""
     x = torch.from_numpy(np.ascontiguousarray(rgb)).movedim(-1, -3).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)

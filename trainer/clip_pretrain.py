@@ -262,7 +262,8 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
 def schedule(step: int, steps: int, warmup: int, restart: int = 0, restart_peak: float = 0.0) -> float:
     """The rate of step ``step + 1`` (LambdaLR counts from 0) as a fraction of the peak: a linear
     warm-up, then a cosine to 0 at ``steps``; with ``restart``, the first ``restart`` steps' cosine
-    ends at step ``restart`` and the rest warm up to ``restart_peak`` and decay again."""
+    ends at step ``restart`` and the rest warm up to ``restart_peak`` (over the same ``warmup`` steps)
+    and decay again."""
     peak, length = 1.0, steps
     if restart:
         if step < restart:
@@ -277,9 +278,12 @@ def _native_lr_check(native_lr: float, shrink: bool, low_res_steps: int, steps: 
         return
     if not 0 < native_lr <= 1:
         raise ConfigError(f"the native-size steps' peak rate is a fraction of the peak lr in (0, 1], got {native_lr}")
-    if not shrink or low_res_steps >= steps:
-        raise ConfigError("a native-size schedule of its own needs low-resolution steps first and native-size "
-                          "steps after them (--low-res-steps below --steps)")
+    if not shrink:
+        raise ConfigError("a native-size schedule of its own needs a low-resolution phase first "
+                          "(--low-res-steps N and a --low-res-size below the native size)")
+    if low_res_steps >= steps:
+        raise ConfigError("a native-size schedule of its own needs native-size steps after the low-resolution "
+                          "ones (--low-res-steps below --steps)")
 
 
 def _low_res_check(steps: int, low_size: int, size: int, patch: int) -> bool:

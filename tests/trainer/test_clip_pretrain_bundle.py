@@ -1,6 +1,7 @@
 """The shapes CLIP pre-training and the bundled-model recipe, on tiny schedules."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -114,35 +115,40 @@ def test_pretrain_writes_loadable_weights_and_report(tmp_path):
     assert seg.segment(["circle", "star"]).labels.shape == (64, 64)
 
 
+def _no_group(*args):  # refused before joining torchrun's group, so no process leaves one open
+    raise AssertionError("the process group was joined before the settings were checked")
+
+
 def test_the_low_resolution_steps_come_first_and_shrink_the_whole_batch(tmp_path, monkeypatch):
     from chimera_trainer import clip_pretrain
 
     seen = []
     real = clip_pretrain.encode_pairs
 
+    optimizers, rates = [], []
+    real_adamw = clip_pretrain.adamw
+
+    def recording_adamw(*args, **kwargs):
+        optimizers.append(real_adamw(*args, **kwargs))
+        return optimizers[-1]
+
     def recording(model, images, tokens):
         seen.append(tuple(images.shape))
+        rates.append(optimizers[0].param_groups[0]["lr"])  # the rate this step trains with
         return real(model, images, tokens)
 
-    rates = []
-    real_schedule = clip_pretrain.schedule
-
-    def recording_schedule(step, **kwargs):
-        rates.append((step, kwargs["restart"], kwargs["restart_peak"]))
-        return real_schedule(step, **kwargs)
-
     monkeypatch.setattr(clip_pretrain, "encode_pairs", recording)
-    monkeypatch.setattr(clip_pretrain, "schedule", recording_schedule)
+    monkeypatch.setattr(clip_pretrain, "adamw", recording_adamw)
     report = pretrain(tmp_path / "c.safetensors", steps=4, batch_size=8, workers=0, scenes=16, low_res_steps=3,
-                      low_res_size=32, native_lr=0.5, log=lambda r: None)
+                      low_res_size=32, native_lr=0.5, lr=1e-3, warmup=100, log=lambda r: None)
     assert seen == [(8, 3, 32, 32)] * 3 + [(8, 3, 64, 64)]
     assert (report["low_res_steps"], report["low_res_size"], report["native_lr"]) == (3, 32, 0.5)
-    assert {r[1:] for r in rates} == {(3, 0.5)} and {0, 1, 2, 3} <= {r[0] for r in rates}  # step 4 restarts
+    # Warm-up under a cosine that ends with the third step, then the native step starts anew at half the peak.
+    cosine = [0.5 * (1 + math.cos(math.pi * t / 3)) for t in range(3)]
+    assert rates == pytest.approx([1e-3 * (t + 1) / 100 * cosine[t] for t in range(3)] + [1e-3 * 0.5 / 100])
 
 
 def test_one_schedule_is_warm_up_then_cosine_and_a_restart_gives_the_native_steps_their_own():
-    import math
-
     from chimera_trainer.clip_pretrain import schedule
 
     steps, warmup = 1000, 100
@@ -157,13 +163,18 @@ def test_one_schedule_is_warm_up_then_cosine_and_a_restart_gives_the_native_step
     assert all(a >= b for a, b in zip(tail, tail[1:])) and tail[-1] < 1e-3
 
 
-@pytest.mark.parametrize("argv, message", [(["--native-lr", "0.3"], "needs low-resolution steps first"),
+@pytest.mark.parametrize("argv, message", [(["--native-lr", "0.3"], "needs a low-resolution phase first"),
+                                           (["--native-lr", "0.3", "--low-res-steps", "1", "--low-res-size", "64"],
+                                            "needs a low-resolution phase first"),
                                            (["--native-lr", "1.5", "--low-res-steps", "1"], "in \\(0, 1\\]"),
-                                           (["--native-lr", "0.3", "--low-res-steps", "2"], "below --steps")])
-def test_a_native_schedule_without_native_steps_is_a_usage_error(tmp_path, capsys, argv, message):
+                                           (["--native-lr", "0.3", "--low-res-steps", "2"], "needs native-size steps")])
+def test_a_native_schedule_without_native_steps_is_a_usage_error(tmp_path, capsys, monkeypatch, argv, message):
     import re
 
+    from chimera_engine import distributed
     from chimera_trainer.cli import main
+
+    monkeypatch.setattr(distributed, "start", _no_group)
 
     assert main(["shapes-clip", "--out", str(tmp_path / "c.safetensors"), "--steps", "2", *argv]) == 2
     assert re.search(message, capsys.readouterr().err)
@@ -177,10 +188,7 @@ def test_a_low_resolution_the_model_cannot_take_is_a_usage_error(tmp_path, monke
     from chimera_trainer.cli import main
     from chimera_trainer.config import ConfigError
 
-    def no_group(*args):  # refused before joining torchrun's group, so no process leaves one open
-        raise AssertionError("the process group was joined before the settings were checked")
-
-    monkeypatch.setattr(distributed, "start", no_group)
+    monkeypatch.setattr(distributed, "start", _no_group)
 
     with pytest.raises(ConfigError, match=message):
         pretrain(tmp_path / "c.safetensors", steps=2, batch_size=8, workers=0, scenes=8, low_res_steps=steps,
