@@ -2,8 +2,8 @@
 
 The app types the 12 shape names, lets the model's own background prompt compete (its pixels stay
 unlabeled) and applies the model's own PAMR default. ``held_out_scores`` scores that on a world seed
-with one confusion matrix (unlabeled counts as background); ``demo_scores`` scores the images
-``chimera-app --demo`` opens, shape by shape. The bundled-model tests and
+with one confusion matrix (``held_out_confusion``; unlabeled counts as background); ``demo_scores``
+scores the images ``chimera-app --demo`` opens, shape by shape. The bundled-model tests and
 ``benchmarks/shapes_candidates.py`` share these, so a candidate is judged the way the tests judge the
 shipped model.
 """
@@ -19,16 +19,22 @@ CLASSES = [BACKGROUND, *SHAPE_CLASSES]  # label 0 = background = unlabeled in th
 HELD_OUT_SIZE = 64  # the shapes models' native size
 
 
-def held_out_scores(segmenter, seed: int, images: int, refine: int | None = None) -> dict:
-    """``ConfusionMatrix.summary`` over images ``0..images-1`` of world ``seed`` (plus
-    ``mIoU_seen_shapes``: seen classes without background); ``refine`` None: the model's PAMR default."""
+def held_out_confusion(segmenter, seed: int, images: int, refine: int | None = None) -> ConfusionMatrix:
+    """The app's labels against the truth over images ``0..images-1`` of world ``seed`` (``CLASSES``
+    order, unlabeled counted as background); ``refine`` None: the model's PAMR default."""
     matrix = ConfusionMatrix(len(CLASSES))
     for i in range(images):
         s = sample(seed, i, HELD_OUT_SIZE)
         segmenter.set_image(s.image)
         out = segmenter.segment(list(SHAPE_CLASSES), min_confidence=0.0, refine=refine)
         matrix.update(out.labels + 1, s.labels)  # unlabeled (-1) counts as background (0)
-    summary = matrix.summary(CLASSES, list(SPLIT["unseen"]))
+    return matrix
+
+
+def held_out_scores(segmenter, seed: int, images: int, refine: int | None = None) -> dict:
+    """``ConfusionMatrix.summary`` of ``held_out_confusion`` (plus ``mIoU_seen_shapes``: seen classes
+    without background)."""
+    summary = held_out_confusion(segmenter, seed, images, refine).summary(CLASSES, list(SPLIT["unseen"]))
     shapes = [summary["per_class_iou"][c] for c in SPLIT["seen"]]
     summary["mIoU_seen_shapes"] = float(np.mean([v for v in shapes if v is not None]))  # None: never present
     return summary
