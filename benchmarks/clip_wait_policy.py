@@ -22,6 +22,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.engine_latency import machine_facts  # noqa: E402
+from chimera_engine.atomic import atomic_write_json  # noqa: E402
+
 POLICIES = ("PASSIVE", "ACTIVE", "default")
 
 _CHILD = """
@@ -54,6 +59,7 @@ print(json.dumps({{"seconds_per_step": (t1 - t0) / ({steps} - {skip}), "idle_sha
 
 
 def run_child(policy: str, size: int, steps: int, skip: int, batch: int) -> dict:
+    # Each child gets its policy alone (``import chimera_engine`` above set PASSIVE in this process).
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy
@@ -66,8 +72,6 @@ def run_child(policy: str, size: int, steps: int, skip: int, batch: int) -> dict
 
 
 def measure(sizes=(64,), rounds: int = 2, steps: int = 90, skip: int = 50, batch: int = 128) -> dict:
-    sys.path.insert(0, str(ROOT))
-    from benchmarks.engine_latency import machine_facts
 
     runs: dict[str, list[dict]] = {f"{size}px_{p}": [] for size in sizes for p in POLICIES}
     for round_ in range(rounds):
@@ -93,10 +97,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
     report = measure(tuple(args.sizes), args.rounds, args.steps, args.skip, args.batch_size)
-    text = json.dumps(report, indent=1)
-    print(text)
+    print(json.dumps(report, indent=1))
     if args.out:
-        args.out.write_text(text + "\n")
+        atomic_write_json(args.out, report)
     return 0
 
 
