@@ -2,9 +2,9 @@
 
 Prints ONE JSON object on stdout. ``import chimera_engine`` sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the
 user set it) because spinning threads slowed inference beside other busy processes
-(``benchmarks/cpu_load.py``); ``chimera-train`` inherits that. Training owns the machine, so this
-measures the real ``clip_pretrain.pretrain`` loop (random ``shapes-tiny``, batch 128, a small scene
-bank) in child processes with the policy ``PASSIVE`` (what ``chimera-train`` runs), ``ACTIVE``, and
+(``benchmarks/cpu_load.py``); ``chimera-train`` once inherited that and now sets ``ACTIVE`` first (this
+benchmark's result). Training owns the machine, so this measures the real ``clip_pretrain.pretrain``
+loop (random ``shapes-tiny``, batch 128, a small scene bank) in child processes with ``PASSIVE``, ``ACTIVE``, and
 libgomp's default (the variable unset and torch loaded before ``chimera_engine`` could set it: spin a
 while, then sleep), alternating the variants round by round. Per run: seconds per step between step
 ``--skip`` and the last, and from ``/proc/stat`` over that span the CPU shares left idle and taken by
