@@ -224,6 +224,9 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
     run = RunDir(run_dir)
     dev = resolve_device(context.device)[0]
     resume = run.has_state() and not fresh
+    # The seed draws the new model's weights (and random-token SGD's picks) as it draws the data order,
+    # so one config trains one model: the same in every process, whatever ran before in this one.
+    torch.manual_seed(cfg.seed)
     model = load_model(run.model) if resume else build_model(cfg, info)
     encoder, clip = model.encoder.to(dev), model.clip.to(dev).eval()
     text = TextEncoder(clip, model.templates).encode(list(info.seen)).to(dev)  # seen names only

@@ -175,3 +175,18 @@ def test_cli_zss_eval_and_bad_dataset(shapes_root, tmp_path, capsys):
         train_main(["zss", "--dataset", "mnist", "--data-root", ".", "--out", "x"])
     assert train_main(["zss", "--dataset", "shapes", "--data-root", str(shapes_root), "--out", str(tmp_path / "x"),
                        "--set", "nonsense=1"]) == 2  # a bad argument
+
+
+def test_the_seed_alone_decides_the_initial_weights_and_the_run(shapes_root, tmp_path):
+    # The CLI never seeds torch itself: the config's seed must draw the body's and head's weights, or
+    # `chimera-train zss --seed 0` trains a different model each time it runs.
+    dataset, info = build_dataset("shapes", shapes_root / "train", "train"), load_info("shapes", shapes_root / "train")
+
+    def run(name, rng_before, seed):
+        torch.manual_seed(rng_before)  # whatever this process drew before must not matter
+        return _weights(train(_cfg(shapes_root, iterations=1, seed=seed), str(tmp_path / name), dataset, info,
+                              device="cpu", fresh=True, show_progress=False))
+
+    first, again, other = run("a", 1, 0), run("b", 2, 0), run("c", 1, 5)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
