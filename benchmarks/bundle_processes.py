@@ -41,7 +41,11 @@ def command(processes: int, port: int, *args: str) -> list[str]:
 
 
 def run(cmd: list[str], threads: str) -> tuple[subprocess.CompletedProcess, float]:
-    env = dict(os.environ, OMP_NUM_THREADS=threads, HF_HUB_OFFLINE="1")
+    # As from a shell: without the PASSIVE wait policy this process's chimera_engine import set (until
+    # stop 26 the children inherited it, and the one-process runs of results/bundle_processes.json slept
+    # at every barrier), so chimera-train chooses its own.
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(OMP_NUM_THREADS=threads, HF_HUB_OFFLINE="1")
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     # shapes-clip answers 3 when its accuracy is below its target, as it is after a few hundred steps

@@ -16,3 +16,19 @@ def test_both_trainings_are_timed_both_ways_and_projected():
         one, two = (report[stage][way]["seconds_per_step"] for way in ways)
         assert report["speedup"][stage] == round(one / two, 2) > 0
     assert "cpu_steal_share" in report["machine_before"]
+
+
+def test_the_timed_commands_choose_their_wait_policy_as_from_a_shell(monkeypatch):
+    import subprocess
+
+    bench = load_benchmark("bundle_processes")
+    seen = {}
+
+    def fake_run(cmd, env, **kw):
+        seen.update(env)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what this process's chimera_engine import sets
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    bench.run(["chimera-train"], "2")
+    assert "OMP_WAIT_POLICY" not in seen and seen["OMP_NUM_THREADS"] == "2"
