@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.engine_latency import machine_facts  # noqa: E402
 from chimera_engine.atomic import atomic_write_json  # noqa: E402
+from chimera_trainer.config import DATASET_DEFAULTS  # noqa: E402
 
 POLICIES = ("PASSIVE", "ACTIVE", "default")
 
@@ -115,8 +116,6 @@ def measure(stage: str = "clip", sizes=(64,), rounds: int = 2, steps: int = 90, 
     summary = {name: {"median_seconds_per_step": round(statistics.median(r["seconds_per_step"] for r in results), 4),
                       "runs": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in results]}
                for name, results in runs.items()}
-    from chimera_trainer.config import DATASET_DEFAULTS
-
     batch = batch if stage == "clip" else DATASET_DEFAULTS["shapes"]["batch_size"]
     return {"stage": stage, "batch_size": batch, "steps_timed": steps - skip, "rounds": rounds, "variants": summary,
             "machine": machine_facts()}
