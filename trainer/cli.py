@@ -141,7 +141,8 @@ def cmd_finetune(args) -> int:
 def cmd_bundle(args) -> int:
     from chimera_trainer.bundle import build_bundled_models
 
-    report = build_bundled_models(args.out, args.work, quick=args.quick, reuse_clip=args.reuse_clip)
+    report = build_bundled_models(args.out, args.work, quick=args.quick, reuse_clip=args.reuse_clip,
+                                  clip_schedule_name=args.clip_schedule)
     _print_once(report)
     return 0
 
@@ -264,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--work", type=Path, default=Path("build/bundle"))
     b.add_argument("--quick", action="store_true", help="tiny schedule, for smoke tests")
     b.add_argument("--reuse-clip", action="store_true", help="keep the CLIP already pre-trained in --work")
+    b.add_argument("--clip-schedule", choices=("native", "low-res"), default="native",
+                   help="native: every CLIP step at 64 px (the shipped pair); low-res: 5/6 of them at 40 px, "
+                        "then 64 px on a schedule of their own (faster)")
     b.set_defaults(func=cmd_bundle)
 
     from chimera_trainer.finetune_cli import add_finetune_parser  # options live beside the command (chimera_trainer.finetune)

@@ -215,6 +215,32 @@ def test_bundle_quick_builds_two_self_contained_models(tmp_path):
         assert 0 <= report["shapes_chimera_eval"][key] <= 1
 
 
+def test_bundle_clip_schedules_name_pretrains_arguments_and_the_cli_offers_each(monkeypatch, tmp_path):
+    from chimera_trainer import bundle, cli, clip_pretrain
+
+    assert bundle.clip_schedule("native", 12000) == {"steps": 12000}
+    assert bundle.clip_schedule("low-res", 12000) == {"steps": 12000, "low_res_steps": 10000,
+                                                      "low_res_size": 40, "native_lr": 0.3}
+    assert bundle.clip_schedule("low-res", 20)["low_res_steps"] == 17  # the quick schedule keeps native steps
+    with pytest.raises(ValueError, match="low-res"):
+        bundle.clip_schedule("fast", 100)
+
+    seen = []
+
+    def fake_pretrain(out, **kwargs):  # stop at the first stage: only what the CLI passes down matters
+        seen.append(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clip_pretrain, "pretrain", fake_pretrain)
+    for name in bundle.CLIP_SCHEDULES:
+        args = cli.build_parser().parse_args(["bundle", "--quick", "--work", str(tmp_path), "--out", str(tmp_path),
+                                              "--clip-schedule", name])
+        with pytest.raises(KeyboardInterrupt):
+            args.func(args)
+        assert {k: seen[-1][k] for k in bundle.clip_schedule(name, 20)} == bundle.clip_schedule(name, 20)
+    assert "low_res_steps" not in seen[0] and seen[1]["low_res_steps"] == 17
+
+
 def test_bundle_quick_under_torchrun_writes_each_file_once_and_reports_on_every_rank(tmp_path):
     # Two processes share one group through both trainings; rank 0 alone writes data, models and the demo.
     import os
