@@ -204,7 +204,7 @@ def test_bundle_quick_builds_two_self_contained_models(tmp_path):
     report = build_bundled_models(tmp_path / "models", tmp_path / "work", quick=True)
     files = report["files"]
     assert set(files) == {"shapes-clip.safetensors", "shapes-chimera.safetensors"}
-    assert sum(files.values()) < 40 * 2 ** 20  # ResNet-18 body in fp16 + the CLIP (README "Status")
+    assert sum(files.values()) < 40 * 2 ** 20  # ResNet-18 body in fp16 + the CLIP (benchmarks/SHAPES.md: shapes-chimera 12.4 MB)
     for name in files:
         meta = read_metadata(tmp_path / "models" / name)
         assert meta["clip"]["embedded"] and "evaluation" in meta["info"]
