@@ -84,13 +84,14 @@ with tempfile.TemporaryDirectory() as tmp:
               load_info("shapes", Path(tmp) / "shapes" / "train"), device="cpu", fresh=True, show_progress=False)
 """,
     "infer": """
+import torch
 from chimera_engine import load_segmenter
 from chimera_trainer.shapes import SHAPE_CLASSES, sample
 seg = load_segmenter({model!r}, "cpu", "fp32", cache_images=1)
 for step in range(1, {steps} + 1):
     seg.set_image(sample(7, step, {size}, min_objects=2).image)
     seg.segment(list(SHAPE_CLASSES))
-    threads_used.add(__import__("torch").get_num_threads())
+    threads_used.add(torch.get_num_threads())
     mark(step)
 """,
 }
