@@ -232,8 +232,11 @@ def test_bundle_clip_schedules_name_pretrains_arguments_and_the_cli_offers_each(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(clip_pretrain, "pretrain", fake_pretrain)
+    parser = cli.build_parser()
+    offered = next(a.choices["bundle"] for a in parser._subparsers._group_actions if "bundle" in a.choices)
+    assert set(next(a.choices for a in offered._actions if a.dest == "clip_schedule")) == set(bundle.CLIP_SCHEDULES)
     for name in bundle.CLIP_SCHEDULES:
-        args = cli.build_parser().parse_args(["bundle", "--quick", "--work", str(tmp_path), "--out", str(tmp_path),
+        args = parser.parse_args(["bundle", "--quick", "--work", str(tmp_path), "--out", str(tmp_path),
                                               "--clip-schedule", name])
         with pytest.raises(KeyboardInterrupt):
             args.func(args)
