@@ -25,7 +25,7 @@ from chimera_engine.devices import choose
 from chimera_engine.models import dense_clip_model, save_model
 from chimera_engine.segmenter import Segmenter
 from chimera_engine.tiling import InferenceConfig
-from chimera_trainer.config import DATASET_DEFAULTS, TrainConfig
+from chimera_trainer.config import DATASET_DEFAULTS, ConfigError, TrainConfig
 from chimera_trainer.data.datasets import build_dataset, load_info
 from chimera_trainer.evaluate import evaluate
 from chimera_trainer.shapes.world import BACKGROUND
@@ -65,6 +65,19 @@ def clip_schedule(name: str, steps: int) -> dict:
 
 def shapes_inference() -> InferenceConfig:
     return InferenceConfig(short_side=SIZE, window=SIZE, stride=SIZE * 3 // 4)
+
+
+# What the bundle decides itself for its Chimera-Seg stage: its data, its CLIP, its dataset.
+BUNDLE_OWNED_KEYS = ("dataset", "data_root", "clip")
+
+
+def check_zss_overrides(overrides: dict) -> TrainConfig:
+    """The shapes recipe's training config with ``overrides`` applied (ConfigError for an unknown key,
+    a bad value, or a key the bundle sets itself)."""
+    owned = sorted(set(overrides) & set(BUNDLE_OWNED_KEYS))
+    if owned:
+        raise ConfigError(f"the bundle sets {', '.join(owned)} itself; override the recipe's other keys")
+    return shapes_train_config(Path("shapes"), "shapes-tiny/random", **overrides)
 
 
 def shapes_train_config(data_root: Path, clip: str, **overrides) -> TrainConfig:
@@ -110,6 +123,7 @@ def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False,
     pick = 1 if quick else 0
     out, work = Path(out), Path(work)
     clip_kwargs = clip_schedule(clip_schedule_name, SCHEDULES["clip_steps"][pick])  # refused before any work
+    check_zss_overrides(zss_overrides or {})  # likewise: not after two hours of CLIP pre-training
     context = distributed.start("cpu")  # under torchrun both stages share one process group
     try:
         report = _build(out, work, pick, reuse_clip, zss_overrides, clip_kwargs, context)
@@ -128,7 +142,8 @@ def _build(out: Path, work: Path, pick: int, reuse_clip: bool, zss_overrides: di
 
     started = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
-    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "processes": context.world_size}
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "processes": context.world_size,
+                    "zss_overrides": dict(zss_overrides or {})}
 
     clip_weights = work / "shapes-clip-weights.safetensors"
     if reuse_clip and clip_weights.is_file() and report_path(clip_weights).is_file():

@@ -141,8 +141,9 @@ def cmd_finetune(args) -> int:
 def cmd_bundle(args) -> int:
     from chimera_trainer.bundle import build_bundled_models
 
+    overrides = apply_overrides({}, args.set or [])  # validated by build_bundled_models before any work
     report = build_bundled_models(args.out, args.work, quick=args.quick, reuse_clip=args.reuse_clip,
-                                  clip_schedule_name=args.clip_schedule)
+                                  zss_overrides=overrides, clip_schedule_name=args.clip_schedule)
     _print_once(report)
     return 0
 
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clip-schedule", choices=("native", "low-res"), default="native",
                    help="native: every CLIP step at 64 px (the shipped pair); low-res: 5/6 of them at 40 px, "
                         "then 64 px on a schedule of their own (faster)")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key of the shapes recipe's Chimera-Seg training (recipe experiments: "
+                        "seed=1, sgd_weight=3; repeatable)")
     b.set_defaults(func=cmd_bundle)
 
     from chimera_trainer.finetune_cli import add_finetune_parser  # options live beside the command (chimera_trainer.finetune)

@@ -244,6 +244,33 @@ def test_bundle_clip_schedules_name_pretrains_arguments_and_the_cli_offers_each(
     assert "low_res_steps" not in seen[0] and seen[1]["low_res_steps"] == 17
 
 
+def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_any_work(monkeypatch, tmp_path):
+    from chimera_trainer import cli, clip_pretrain, zss
+
+    def no_pretraining(out, **kwargs):
+        raise AssertionError("a refused --set must stop the bundle before the CLIP stage")
+
+    monkeypatch.setattr(clip_pretrain, "pretrain", no_pretraining)
+    for bad in (["seed=-1"], ["no_such_key=1"], ["clip=ViT-B-16/openai"], ["data_root=/tmp"], ["sgd_weight=heavy"]):
+        argv = ["bundle", "--quick", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "m")]
+        assert cli.main(argv + [f"--set={item}" for item in bad]) == 2, bad
+    assert not (tmp_path / "w").exists()
+    monkeypatch.undo()
+
+    trained = []
+
+    def spy_train(cfg, *args, **kwargs):  # stop at the Chimera-Seg stage: only its config matters
+        trained.append(cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zss, "train", spy_train)
+    assert cli.main(["bundle", "--quick", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "m"),
+                     "--set", "sgd_weight=3", "--set", "seed=5"]) == 130
+    (cfg,) = trained
+    assert (cfg.sgd_weight, cfg.seed, cfg.dataset) == (3.0, 5, "shapes")
+    assert cfg.iterations == 20 and cfg.clip.startswith("shapes-tiny/")  # the bundle's own keys kept
+
+
 def test_bundle_quick_under_torchrun_writes_each_file_once_and_reports_on_every_rank(tmp_path):
     # Two processes share one group through both trainings; rank 0 alone writes data, models and the demo.
     import os
