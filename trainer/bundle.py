@@ -45,7 +45,7 @@ SCHEDULES = {  # full / quick (smoke test)
     "zss_iterations": (ZSS_ITERATIONS, 20),
 }
 # How the tiny CLIP's steps are spent (``--clip-schedule``). "native": every step at 64 px (the shipped
-# pair's CLIP, 86.3 %). "low-res": the first 5/6 of the steps see images shrunk to 40 px, the last 1/6
+# pair's CLIP, 86.2 %). "low-res": the first 5/6 of the steps see images shrunk to 40 px, the last 1/6
 # at 64 px on a schedule of their own peaking at 0.3 x the rate: 86.0 % zero-shot, its steps 0.27 s at
 # 40 px against 0.56 s at 64 px (benchmarks/results/wait_policy_clip.json;
 # the bundle end to end with it: benchmarks/SHAPES.md).
