@@ -71,13 +71,13 @@ def shapes_inference() -> InferenceConfig:
 BUNDLE_OWNED_KEYS = ("dataset", "data_root", "clip")
 
 
-def check_zss_overrides(overrides: dict) -> TrainConfig:
-    """The shapes recipe's training config with ``overrides`` applied (ConfigError for an unknown key,
-    a bad value, or a key the bundle sets itself)."""
+def check_zss_overrides(overrides: dict) -> None:
+    """ConfigError unless ``overrides`` applied to the shapes recipe make a valid training config (an
+    unknown key, a bad value, or a key the bundle sets itself)."""
     owned = sorted(set(overrides) & set(BUNDLE_OWNED_KEYS))
     if owned:
         raise ConfigError(f"the bundle sets {', '.join(owned)} itself; override the recipe's other keys")
-    return shapes_train_config(Path("shapes"), "shapes-tiny/random", **overrides)
+    shapes_train_config(Path("shapes"), "shapes-tiny/random", **overrides)
 
 
 def shapes_train_config(data_root: Path, clip: str, **overrides) -> TrainConfig:
