@@ -116,24 +116,28 @@ def write_demo_images(out_dir: str | Path) -> list[Path]:
 
 
 def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False, reuse_clip: bool = False,
-                         zss_overrides: dict | None = None, clip_schedule_name: str = "native") -> dict:
+                         zss_overrides: dict | None = None, clip_schedule_name: str = "native",
+                         single_share: float = 0.0) -> dict:
     """Run the whole recipe; ``reuse_clip`` keeps a CLIP already pre-trained in ``work``;
     ``zss_overrides``: TrainConfig fields that replace the shapes recipe's (recipe experiments);
-    ``clip_schedule_name``: a key of ``CLIP_SCHEDULES``."""
+    ``clip_schedule_name``: a key of ``CLIP_SCHEDULES``; ``single_share``: the share of Chimera-Seg's
+    training images drawn with exactly one shape (the rest hold 1-4)."""
     pick = 1 if quick else 0
     out, work = Path(out), Path(work)
     clip_kwargs = clip_schedule(clip_schedule_name, SCHEDULES["clip_steps"][pick])  # refused before any work
     check_zss_overrides(zss_overrides or {})  # likewise: not after two hours of CLIP pre-training
+    if not 0.0 <= single_share <= 1.0:
+        raise ConfigError(f"single_share must lie in 0..1, got {single_share}")
     context = distributed.start("cpu")  # under torchrun both stages share one process group
     try:
-        report = _build(out, work, pick, reuse_clip, zss_overrides, clip_kwargs, context)
+        report = _build(out, work, pick, reuse_clip, zss_overrides, clip_kwargs, single_share, context)
     finally:
         context.close()
     return report
 
 
 def _build(out: Path, work: Path, pick: int, reuse_clip: bool, zss_overrides: dict | None, clip_kwargs: dict,
-           context: distributed.Context) -> dict:
+           single_share: float, context: distributed.Context) -> dict:
     """``build_bundled_models``' stages. With several processes, both trainings split their batches
     between them; rank 0 alone writes files and evaluates, the others wait for it at barriers."""
     from chimera_trainer.clip_pretrain import pretrain, report_path
@@ -143,7 +147,7 @@ def _build(out: Path, work: Path, pick: int, reuse_clip: bool, zss_overrides: di
     started = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "processes": context.world_size,
-                    "zss_overrides": dict(zss_overrides or {})}
+                    "zss_overrides": dict(zss_overrides or {}), "train_single_share": single_share}
 
     clip_weights = work / "shapes-clip-weights.safetensors"
     if reuse_clip and clip_weights.is_file() and report_path(clip_weights).is_file():
@@ -156,7 +160,8 @@ def _build(out: Path, work: Path, pick: int, reuse_clip: bool, zss_overrides: di
     data_root = work / "shapes"
     dense_path = out / "shapes-clip.safetensors"
     if context.is_main:
-        write_dataset(data_root / "train", SCHEDULES["train_images"][pick], seed=TRAIN_SEED, size=SIZE)
+        write_dataset(data_root / "train", SCHEDULES["train_images"][pick], seed=TRAIN_SEED, size=SIZE,
+                      single_share=single_share)
         write_dataset(data_root / "val", SCHEDULES["val_images"][pick], seed=VAL_SEED, size=SIZE)
         torch.manual_seed(TRAIN_SEED)
         dense = dense_clip_model(ClipSpec("shapes-tiny", str(clip_weights)))

@@ -47,7 +47,7 @@ from chimera_engine.tiling import to_tensor
 from chimera_trainer.config import ConfigError
 from chimera_trainer.optim import adamw
 from chimera_trainer.shapes import BACKGROUND, SHAPE_CLASSES, sample
-from chimera_trainer.shapes.world import COLORS, describe
+from chimera_trainer.shapes.world import COLORS, describe, scene_objects
 
 ZERO_SHOT_SEED_OFFSET = 1_000_003  # held-out images come from a seed the training never uses
 
@@ -55,9 +55,8 @@ ZERO_SHOT_SEED_OFFSET = 1_000_003  # held-out images come from a seed the traini
 def _render_scene(index: int, seed: int, size: int, single_share: float, background_share: float):
     # Half the pairs show one object, so words bind to single shapes, not only to scenes; a few show
     # none, captioned "a photo of a background." and the like: the word then means "no shape here".
-    draw = (index * 2654435761 % 1000) / 1000
-    objects = 0 if draw < background_share else 1 if draw < background_share + single_share else 4
-    s = sample(seed, index, size, min_objects=min(1, objects), max_objects=objects)
+    low, high = scene_objects(index, single_share, background_share)
+    s = sample(seed, index, size, min_objects=low, max_objects=high)
     return s.image, s.instances
 
 

@@ -254,6 +254,8 @@ def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_an
     for bad in (["seed=-1"], ["no_such_key=1"], ["clip=ViT-B-16/openai"], ["data_root=/tmp"], ["sgd_weight=heavy"]):
         argv = ["bundle", "--quick", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "m")]
         assert cli.main(argv + [f"--set={item}" for item in bad]) == 2, bad
+    for share in ("1.5", "-0.2", "nan"):
+        assert cli.main(argv + ["--single-share", share]) == 2, share
     assert not (tmp_path / "w").exists()
     monkeypatch.undo()
 
@@ -265,8 +267,12 @@ def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_an
 
     monkeypatch.setattr(zss, "train", spy_train)
     assert cli.main(["bundle", "--quick", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "m"),
-                     "--set", "sgd_weight=3", "--set", "seed=5"]) == 130
+                     "--set", "sgd_weight=3", "--set", "seed=5", "--single-share", "1"]) == 130
     (cfg,) = trained
+    train_split = json.loads((tmp_path / "w" / "shapes" / "train" / "split.json").read_text(encoding="utf-8"))
+    assert train_split["single_share"] == 1.0  # the option reached the training images
+    val_split = json.loads((tmp_path / "w" / "shapes" / "val" / "split.json").read_text(encoding="utf-8"))
+    assert val_split["single_share"] == 0.0  # and not the val images, which stay the world's own
     assert (cfg.sgd_weight, cfg.seed, cfg.dataset) == (3.0, 5, "shapes")
     assert cfg.iterations == 20 and cfg.clip.startswith("shapes-tiny/")  # the bundle's own keys kept
 

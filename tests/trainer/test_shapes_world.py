@@ -203,7 +203,7 @@ def test_write_dataset_layout_and_ground_truth(tmp_path):
         assert captions[info["file_name"]] == s.caption
     split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert split == {"classes": list(SHAPE_CLASSES), "seen": SPLIT["seen"], "unseen": SPLIT["unseen"],
-                     "background": "background", "seed": 7, "size": 128}
+                     "background": "background", "seed": 7, "size": 128, "single_share": 0.0}
     assert len(split["seen"]) == 9 and len(split["unseen"]) == 3
     assert set(split["seen"]) | set(split["unseen"]) == set(split["classes"])
     assert not set(split["seen"]) & set(split["unseen"])
@@ -216,6 +216,29 @@ def test_write_dataset_with_workers_writes_the_same_images(tmp_path):
     for i in (0, 31, 63):
         assert np.array_equal(np.asarray(Image.open(out / "images" / f"{i:06d}.png")), sample(2, i, 64).image)
     assert validate_coco(out / "annotations.json", list(SHAPE_CLASSES)) == []
+
+
+def test_single_share_draws_that_share_with_one_shape_and_keeps_the_others_as_sample_draws_them(tmp_path):
+    from chimera_trainer.shapes.world import scene_objects
+
+    out = write_dataset(tmp_path / "mix", images=48, seed=4, size=64, single_share=0.5)
+    assert json.loads((out / "split.json").read_text(encoding="utf-8"))["single_share"] == 0.5
+    captions = json.loads((out / "captions.json").read_text(encoding="utf-8"))
+    kinds = [scene_objects(i, 0.5) for i in range(48)]
+    assert 14 <= kinds.count((1, 1)) <= 34  # the hash draw gives about half
+    for i, kind in enumerate(kinds):
+        image = np.asarray(Image.open(out / "images" / f"{i:06d}.png"))
+        if kind == (1, 1):
+            one = sample(4, i, 64, min_objects=1, max_objects=1)
+            assert len(one.instances) == 1 and captions[f"{i:06d}.png"] == one.caption
+            assert np.array_equal(image, one.image)
+        else:  # untouched: the same image as the world without the option
+            assert kind == (1, 4) and np.array_equal(image, sample(4, i, 64).image)
+    assert [scene_objects(i, 0.0) for i in range(48)] == [(1, 4)] * 48
+    assert [scene_objects(i, 0.0, background_share=1.0) for i in range(3)] == [(0, 0)] * 3
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="single_share"):
+            write_dataset(tmp_path / "bad", images=2, seed=4, size=64, single_share=bad)
 
 
 def test_background_only_scenes_are_captioned_as_background_and_only_they_say_it():

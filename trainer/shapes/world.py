@@ -35,7 +35,7 @@ from chimera_engine.formats.png_masks import write_index_png
 from chimera_trainer.shapes.draw import background, shape_alpha
 
 __all__ = ["SHAPE_CLASSES", "SPLIT", "BACKGROUND", "COLORS", "CAPTION_TEMPLATES", "BACKGROUND_CAPTIONS", "Shape", "Sample",
-           "render_sample", "sample", "make_caption", "describe", "write_dataset"]
+           "render_sample", "sample", "make_caption", "describe", "scene_objects", "write_dataset"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross", "heart",
                                   "crescent", "hexagon", "diamond", "pentagon", "arrow")
@@ -227,21 +227,35 @@ def sample(seed: int, index: int, size: int = 128, **kw) -> Sample:
     return render_sample(np.random.default_rng([seed, index]), size, **kw)
 
 
+def scene_objects(index: int, single_share: float, background_share: float = 0.0) -> tuple[int, int]:
+    """``(min_objects, max_objects)`` of scene ``index`` in a mix where ``background_share`` of the
+    scenes show no shape, ``single_share`` exactly one, and the rest 1-4 (``render_sample``'s default).
+    The draw is a hash of the index alone, so a scene's kind never depends on which others exist."""
+    draw = (index * 2654435761 % 1000) / 1000
+    if draw < background_share:
+        return 0, 0
+    return (1, 1) if draw < background_share + single_share else (1, 4)
+
+
 def _file_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def _write_one(index: int, out_dir: str, seed: int, size: int) -> tuple[int, str, list[ClassMask]]:
+def _write_one(index: int, out_dir: str, seed: int, size: int,
+               single_share: float) -> tuple[int, str, list[ClassMask]]:
     """Render image ``index``, write its image and mask PNGs; return its caption and COCO masks."""
-    s = sample(seed, index, size)
+    low, high = scene_objects(index, single_share)
+    s = sample(seed, index, size, min_objects=low, max_objects=high)
     name = _file_name(index)
     Image.fromarray(s.image).save(Path(out_dir) / "images" / name, compress_level=1)
     write_index_png(Path(out_dir) / "masks" / name, s.labels, num_classes=len(SHAPE_CLASSES))
     return index, s.caption, encode_label_map(s.labels, len(SHAPE_CLASSES))
 
 
-def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, workers: int = 2) -> Path:
-    """Write images 0..images-1 of the world ``seed``; return ``out_dir``.
+def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, workers: int = 2,
+                  single_share: float = 0.0) -> Path:
+    """Write images 0..images-1 of the world ``seed``; return ``out_dir``. ``single_share``: the share
+    of images drawn with exactly one shape (``scene_objects``); at 0 every image holds 1-4 shapes.
 
     Layout: ``images/000000.png`` (RGB), ``masks/000000.png`` (indexed PNG, 0 = background,
     k = 1 + index in SHAPE_CLASSES), ``annotations.json`` (semantic COCO ground truth, file names
@@ -252,7 +266,9 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    job = partial(_write_one, out_dir=str(out), seed=int(seed), size=int(size))
+    if not 0.0 <= single_share <= 1.0:
+        raise ValueError(f"single_share must lie in 0..1, got {single_share}")
+    job = partial(_write_one, out_dir=str(out), seed=int(seed), size=int(size), single_share=float(single_share))
     if images < 64 or workers <= 1:
         results = [job(i) for i in range(images)]
     else:
@@ -268,6 +284,6 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, 
     atomic_write_json(out / "captions.json", captions)
     atomic_write_json(out / "split.json", {"classes": list(SHAPE_CLASSES), "seen": list(SPLIT["seen"]),
                                           "unseen": list(SPLIT["unseen"]), "background": BACKGROUND,
-                                          "seed": int(seed),
-                                          "size": int(size)})
+                                          "seed": int(seed), "size": int(size),
+                                          "single_share": float(single_share)})
     return out
