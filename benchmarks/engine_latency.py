@@ -156,6 +156,16 @@ def machine_facts() -> dict:
             "cuda_device": torch.cuda.get_device_name(0) if cuda else None}
 
 
+def publish(report: dict, out: Path | None) -> dict:
+    """Print a benchmark's JSON report; with ``out``, also write it there (atomically). Returns it."""
+    from chimera_engine.atomic import atomic_write_json
+
+    print(json.dumps(report, indent=1))
+    if out:
+        atomic_write_json(out, report)
+    return report
+
+
 def load(name: str, args, **options):
     log(f"loading {name}")
     seg, seconds = timed(lambda: load_segmenter(name, args.device, args.precision, **options))

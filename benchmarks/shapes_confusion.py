@@ -15,7 +15,6 @@ machine and library versions; ``--out`` also writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -26,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.engine_latency import machine_facts  # noqa: E402
+from benchmarks.engine_latency import machine_facts, publish  # noqa: E402
 from chimera_engine import load_segmenter  # noqa: E402
-from chimera_engine.atomic import atomic_write_json  # noqa: E402
 from chimera_trainer.shapes.app_rule import CLASSES, held_out_confusion  # noqa: E402
 from chimera_trainer.shapes.world import BACKGROUND, SHAPE_CLASSES, SPLIT  # noqa: E402
 
@@ -62,10 +60,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     report = {"machine": machine_facts(), "seed": args.seed, "images": args.images, "unseen": list(SPLIT["unseen"]),
               "models": {m: confusions(m, args.seed, args.images, args.top) for m in args.models}}
-    print(json.dumps(report, indent=1))
-    if args.out:
-        atomic_write_json(args.out, report)
-    return report
+    return publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ with the machine and library versions; ``--out`` also writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -37,9 +36,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.engine_latency import machine_facts  # noqa: E402
+from benchmarks.engine_latency import machine_facts, publish  # noqa: E402
 from chimera_engine import load_segmenter  # noqa: E402
-from chimera_engine.atomic import atomic_write_json  # noqa: E402
 from chimera_engine.text import TextEncoder  # noqa: E402
 from chimera_engine.tiling import to_tensor  # noqa: E402
 from chimera_trainer.shapes.app_rule import CLASSES, HELD_OUT_SIZE  # noqa: E402
@@ -98,10 +96,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     report = {"machine": machine_facts(), "seed": SEED, "images": args.images,
               "models": {m: measure(m, args.images) for m in args.models}}
-    print(json.dumps(report, indent=1))
-    if args.out:
-        atomic_write_json(args.out, report)
-    return report
+    return publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.engine_latency import machine_facts  # noqa: E402
-from chimera_engine.atomic import atomic_write_json  # noqa: E402
+from benchmarks.engine_latency import machine_facts, publish  # noqa: E402
 from chimera_trainer.config import DATASET_DEFAULTS  # noqa: E402
 
 POLICIES = ("PASSIVE", "ACTIVE", "default")
@@ -150,9 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
     report = measure(args.stage, tuple(args.sizes), args.rounds, args.steps, args.skip, args.batch_size, args.model)
-    print(json.dumps(report, indent=1))
-    if args.out:
-        atomic_write_json(args.out, report)
+    publish(report, args.out)
     return 0
 
 
