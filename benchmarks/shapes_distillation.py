@@ -15,7 +15,12 @@ teacher describes that shape alone, this measures per true class:
   the 13 names as the model scores a pixel, is the shape;
 - ``cos_region_teacher``: that region feature's cosine to the teacher (1: distillation complete);
 - ``cos_selected_teacher``: the mean cosine to the teacher of the tokens SGD keeps at the end of
-  training (the top 10 % by similarity, as ``losses.selective_global_distillation`` selects them).
+  training (the top 10 % by similarity, as ``losses.selective_global_distillation`` selects them);
+- ``region_margin``: the region feature's cosine to its own name minus its best other shape name
+  (against ``teacher_margin``: how much of the teacher's margin survived).
+
+And, per model, how alike the teachers themselves are (``teachers``): the mean cosine between the
+teachers of two different images of the same shape, and of two different shapes.
 
 No PAMR, no background rule: the network's features as training left them. Prints one JSON object
 with the machine and library versions; ``--out`` also writes it.
@@ -64,13 +69,26 @@ def single_shape_rows(model, images: int) -> list[dict]:
             to_teacher, to_region = text @ teacher, text @ region
             others = torch.cat([to_teacher[1:k], to_teacher[k + 1:]])  # the other shapes' names
             kept = math.ceil(SELECTED_SHARE * tokens.shape[0])
-            rows.append({"class": s.shapes[0].name,
+            region_others = torch.cat([to_region[1:k], to_region[k + 1:]])
+            rows.append({"class": s.shapes[0].name, "teacher": teacher,
                          "teacher_names_it": int(to_teacher[1:].argmax()) + 1 == k,
                          "teacher_margin": float(to_teacher[k] - others.max()),
                          "region_names_it": int(to_region.argmax()) == k,
                          "cos_region_teacher": float(region @ teacher),
-                         "cos_selected_teacher": float((tokens @ teacher).topk(kept).values.mean())})
+                         "cos_selected_teacher": float((tokens @ teacher).topk(kept).values.mean()),
+                         "region_margin": float(to_region[k] - region_others.max())})
     return rows
+
+
+def teacher_similarity(rows: list[dict]) -> dict:
+    """Mean cosine between the teachers of two different images: of one shape, and of two shapes."""
+    teachers = torch.stack([r["teacher"] for r in rows])
+    names = [r["class"] for r in rows]
+    cos = teachers @ teachers.t()
+    same = torch.tensor([[a == b for b in names] for a in names]) & ~torch.eye(len(rows), dtype=torch.bool)
+    other = torch.tensor([[a != b for b in names] for a in names])
+    mean = (lambda m: round(float(cos[m].mean()), 3) if bool(m.any()) else None)
+    return {"same_shape_cos": mean(same), "other_shape_cos": mean(other)}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -79,13 +97,14 @@ def summarise(rows: list[dict]) -> dict:
         mine = [r for r in rows if r["class"] == name]
         if mine:
             out[name] = {"images": len(mine), **{key: round(float(np.mean([r[key] for r in mine])), 3)
-                                                  for key in mine[0] if key != "class"}}
+                                                  for key in mine[0] if key not in ("class", "teacher")}}
     return out
 
 
 def measure(model_name: str, images: int) -> dict:
     model = load_segmenter(model_name, device="cpu", precision="fp32").model
-    return summarise(single_shape_rows(model, images))
+    rows = single_shape_rows(model, images)
+    return {**summarise(rows), "teachers": teacher_similarity(rows)}
 
 
 def main(argv=None) -> dict:

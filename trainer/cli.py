@@ -126,7 +126,7 @@ def cmd_shapes_clip(args) -> int:
     report = pretrain(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       scenes=args.scenes, eval_every=args.eval_every, matched_positives=args.matched_positives,
                       init=args.init, warmup=args.warmup, low_res_steps=args.low_res_steps,
-                      low_res_size=args.low_res_size, native_lr=args.native_lr,
+                      low_res_size=args.low_res_size, native_lr=args.native_lr, twin_share=args.twin_share,
                       log=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
     _print_once(report)
     return 0 if report["accuracy"] >= 0.9 else 3
@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--native-lr", type=float, default=0.0,
                    help="give the native-size steps after the low-resolution ones a schedule of their own, "
                         "peaking at this fraction of --lr (0: one cosine over all steps)")
+    c.add_argument("--twin-share", type=float, default=0.0, metavar="F",
+                   help="share of each batch given as scene-twin pairs: the same scene with one shape "
+                        "redrawn as another class (hard negatives; 0..1, default 0)")
     c.set_defaults(func=cmd_shapes_clip)
 
     b = sub.add_parser("bundle", help="rebuild the bundled shapes-clip and shapes-chimera models")

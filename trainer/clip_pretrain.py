@@ -47,17 +47,21 @@ from chimera_engine.tiling import to_tensor
 from chimera_trainer.config import ConfigError
 from chimera_trainer.optim import adamw
 from chimera_trainer.shapes import BACKGROUND, SHAPE_CLASSES, sample
-from chimera_trainer.shapes.world import COLORS, describe, scene_objects
+from chimera_trainer.shapes.world import COLORS, describe, scene_objects, twin
 
 ZERO_SHOT_SEED_OFFSET = 1_000_003  # held-out images come from a seed the training never uses
 
 
-def _render_scene(index: int, seed: int, size: int, single_share: float, background_share: float):
+def _render_scene(index: int, seed: int, size: int, single_share: float, background_share: float,
+                  twins: bool = False):
     # Half the pairs show one object, so words bind to single shapes, not only to scenes; a few show
     # none, captioned "a photo of a background." and the like: the word then means "no shape here".
     low, high = scene_objects(index, single_share, background_share)
     s = sample(seed, index, size, min_objects=low, max_objects=high)
-    return s.image, s.instances
+    if not twins:
+        return s.image, s.instances
+    t = twin(seed, index, size, s, min_objects=low, max_objects=high)
+    return s.image, s.instances, None if t is None else (t.image, t.instances)
 
 
 class SceneBank:
@@ -65,14 +69,21 @@ class SceneBank:
     and kept as one uint8 array, so a training step costs model time only: rendering on the fly
     took ~40 % of each step on this 2-core CPU. ``batch`` draws scenes at random, flips half of
     them left-right (every shape stays its class) and captions each anew, so a scene seen twice is
-    rarely seen the same way twice."""
+    rarely seen the same way twice.
+
+    ``twin_share`` > 0 (our option): each scene with a shape also has a *twin*, the same scene with
+    one shape redrawn as another class (``render_sample(swap=...)``), and that share of each batch
+    comes as scene–twin pairs, flipped alike and captioned alike but for the one shape word. In-batch
+    negatives otherwise differ in colour, background and layout too, which tell most pairs apart;
+    a twin differs only in an outline, so the pair is paid for shape alone."""
 
     def __init__(self, seed: int, size: int, scenes: int, tokenizer, context: int, mean, std,
-                 single_share: float = 0.45, color_p: float = 0.3, workers: int = 2, background_share: float = 0.08):
-        self.seed, self.color_p = seed, color_p
+                 single_share: float = 0.45, color_p: float = 0.3, workers: int = 2, background_share: float = 0.08,
+                 twin_share: float = 0.0):
+        self.seed, self.color_p, self.twin_share = seed, color_p, twin_share
         self.tokenizer, self.context, self.mean, self.std = tokenizer, context, mean, std
         job = partial(_render_scene, seed=seed, size=size, single_share=single_share,
-                      background_share=background_share)
+                      background_share=background_share, twins=twin_share > 0)
         if workers > 1 and scenes >= 256:
             with multiprocessing.get_context().Pool(workers) as pool:
                 rendered = pool.map(job, range(scenes), chunksize=256)
@@ -80,6 +91,7 @@ class SceneBank:
             rendered = [job(i) for i in range(scenes)]
         self.images = np.stack([r[0] for r in rendered])
         self.instances = [r[1] for r in rendered]
+        self.twins = [r[2] for r in rendered] if twin_share > 0 else []
         self._tokens: dict[str, torch.Tensor] = {}
 
     def __len__(self):
@@ -97,15 +109,25 @@ class SceneBank:
         index = rng.integers(len(self), size=size)
         pixels = self.images[index]
         flip = rng.random(size) < 0.5
+        instances = [self.instances[i] for i in index]
+        # Slot ``size - 1 - k`` holds the twin of slot k's scene (when it has one), and both captions
+        # are drawn from generators of the same seed: the same template, order and colour words.
+        captioners = [rng] * size
+        for k in range(min(int(round(self.twin_share * size / 2)), size // 2)):
+            twin = self.twins[index[k]]
+            if twin is not None:
+                t = size - 1 - k
+                pixels[t], instances[t], flip[t] = twin[0], twin[1], flip[k]
+                captioners[k], captioners[t] = (np.random.default_rng([self.seed, step, 3, k]) for _ in range(2))
         pixels[flip] = pixels[flip, :, ::-1]
         images = to_tensor(pixels, self.mean, self.std)
         tokens, shown, said = [], [], []
-        for i in index:
+        for captioner, scene in zip(captioners, instances):
             # Colour is named in only ``color_p`` of the mentions: captions that name colours too
             # often let colour alone match most pairs in a batch, and the tiny ViT never learns shape.
-            caption, says = describe(rng, self.instances[i], self.color_p)
+            caption, says = describe(captioner, scene, self.color_p)
             tokens.append(self.tokens(caption))
-            shown.append(_pair_counts(self.instances[i]))
+            shown.append(_pair_counts(scene))
             said.append(_pair_counts([p for p in says if p[1] is not None]))
         return images, torch.stack(tokens), torch.stack(shown), torch.stack(said)
 
@@ -188,26 +210,29 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
              lr: float = 5e-4, weight_decay: float = 0.1, warmup: int = 100, seed: int = 0, workers: int = 2,
              scenes: int = 50_000, color_p: float = 0.3, eval_every: int = 0, matched_positives: bool = False,
              init: str | Path | None = None, low_res_steps: int = 0, low_res_size: int = 0,
-             native_lr: float = 0.0, log: Callable[[dict], None] = print) -> dict:
+             native_lr: float = 0.0, twin_share: float = 0.0, log: Callable[[dict], None] = print) -> dict:
     """Train, save the open_clip state dict as ``out`` (.safetensors) and the zero-shot report beside
     it (``report_path``); return the report. ``scenes``: the size of the pre-rendered bank (at most
     ``steps * batch_size``; 50,000 64-px scenes take 0.6 GB). ``init``: start from these CLIP weights
     (a .safetensors state dict) instead of random ones, e.g. to teach a trained CLIP new captions.
     ``low_res_steps``: the first steps at ``low_res_size`` px; ``native_lr``: the peak rate of the
     native-size steps' own schedule, as a fraction of ``lr`` (0: one schedule for all steps; see the
-    module's notes)."""
+    module's notes). ``twin_share``: the share of each batch that comes as scene–twin pairs
+    (``SceneBank``; 0 = none, the bundled recipe)."""
     register_bundled_configs()
     torch.manual_seed(seed)
     model = create_clip(ClipSpec(arch, "random" if init is None else str(init))).train()
     size = model.visual.image_size[0]
     shrink = _low_res_check(low_res_steps, low_res_size, size, vit_ops.patch_size(model.visual))
     _native_lr_check(native_lr, shrink, low_res_steps, steps)
+    if not 0.0 <= twin_share <= 1.0:
+        raise ConfigError(f"the share of scene-twin pairs lies in 0..1, got {twin_share}")
     context = distributed.start("cpu")  # after the checks: a refused setting leaves no group open
     part = _batch_part(batch_size, context)
     started = time.perf_counter()
     bank = SceneBank(seed, size, min(scenes, steps * batch_size), open_clip.get_tokenizer(arch),
                      model.context_length, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD,
-                     color_p=color_p, workers=workers if context.world_size == 1 else 1)
+                     color_p=color_p, workers=workers if context.world_size == 1 else 1, twin_share=twin_share)
     log = log if context.is_main else (lambda record: None)
     log({"scenes": len(bank), "render_s": round(time.perf_counter() - started, 1), "processes": context.world_size})
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -248,7 +273,7 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
         report = zero_shot_accuracy(model, size, seed)
         report.update({"steps": steps, "batch_size": batch_size, "lr": lr, "processes": context.world_size,
                        "low_res_steps": low_res_steps if shrink else 0, "low_res_size": low_res_size if shrink else size,
-                       "native_lr": native_lr,
+                       "native_lr": native_lr, "twin_share": twin_share,
                        "seconds": round(time.perf_counter() - started, 1),
                        "init": None if init is None else Path(init).name})
         atomic_write_bytes(out, save({k: v.contiguous() for k, v in model.state_dict().items()}))

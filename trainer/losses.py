@@ -42,8 +42,12 @@ def selective_global_distillation(features: torch.Tensor, teacher: torch.Tensor,
     ``features``: unit student features ``B x C x h x w``; ``teacher``: unit CLIP image embeddings
     ``B x C`` of the same crops. The top-K tokens by similarity to the teacher (K = ceil(ratio * h*w),
     selection without gradient) are kept. ``loss="cosine"``: mean over kept tokens of 1 - cos;
-    ``"infonce"``: their mean, normalised, contrasted with the other images' teachers.
-    Returns (sum over images, number of images).
+    ``"centered"``: the same cosine measured around the batch's mean teacher ``m``,
+    1 - cos(token - m, teacher - m) (our option, not the paper's: what the batch's teachers share is
+    taken out, so the loss is paid for what sets each image's embedding apart. Minimised only by
+    token = teacher, as ``m`` lies inside the unit ball; a one-image batch has no differences and
+    gives a constant, gradient-free 1); ``"infonce"``: the kept tokens' mean, normalised, contrasted
+    with the other images' teachers. Returns (sum over images, number of images).
     """
     tokens = features.flatten(2).transpose(1, 2).float()  # B x N x C
     teacher = teacher.float()
@@ -55,13 +59,30 @@ def selective_global_distillation(features: torch.Tensor, teacher: torch.Tensor,
     else:
         index = torch.stack([torch.randperm(n, generator=generator)[:k] for _ in range(b)]).to(tokens.device)
     chosen = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))  # B x K x C
-    if loss == "cosine":
+    if loss in ("cosine", "centered"):
+        if loss == "centered":
+            mean = teacher.mean(0)
+            chosen, teacher = F.normalize(chosen - mean, dim=-1), F.normalize(teacher - mean, dim=-1)
         per_image = (1 - torch.einsum("bkc,bc->bk", chosen, teacher)).mean(1)
         return per_image.sum(), torch.tensor(b, device=tokens.device)
     pooled = F.normalize(chosen.mean(1), dim=-1)
     logits = pooled @ teacher.t() / tau
     return F.cross_entropy(logits, torch.arange(b, device=tokens.device), reduction="sum"), torch.tensor(
         b, device=tokens.device)
+
+
+def twin_contrast(features: torch.Tensor, teacher: torch.Tensor, twin_teacher: torch.Tensor,
+                  tau: float = 0.07) -> tuple[torch.Tensor, torch.Tensor]:
+    """SGD's twin contrast (our option): the mean of an image's unit features, normalised, must be
+    nearer CLIP's embedding of the image (``teacher``, ``B x C``) than of its *twin* (``twin_teacher``:
+    the same scene with one shape redrawn as another class). The two embeddings differ only by what
+    CLIP sees in that shape, so this pays for carrying that, and nothing else; the mean over all
+    tokens lets the pixels of the redrawn shape carry it. Returns (sum over images, images).
+    """
+    pooled = F.normalize(features.float().mean((2, 3)), dim=-1)  # B x C
+    logits = torch.stack([(pooled * teacher.float()).sum(-1), (pooled * twin_teacher.float()).sum(-1)], 1) / tau
+    target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target, reduction="sum"), torch.tensor(len(logits), device=logits.device)
 
 
 def semantic_alignment(features: torch.Tensor, labels: torch.Tensor, text: torch.Tensor,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from chimera_engine.images import load_image
 from chimera_trainer.data.datasets import DatasetInfo, zero_shot_labels
 from chimera_trainer.data.transforms import train_pipeline
 
@@ -42,11 +43,13 @@ class ResumableSampler(Sampler):
 
 
 class ZeroShotTrainSet(Dataset):
-    """Wraps a dataset: seen-only labels (unseen → ignore) and the augmentation of PAPER.md §5."""
+    """Wraps a dataset: seen-only labels (unseen → ignore) and the augmentation of PAPER.md §5.
+    With ``twins`` (one image path per item) an item also holds its twin, augmented exactly as the
+    image: the pipeline's draws depend on the seed and the label only, never on the pixels."""
 
     def __init__(self, base: Dataset, info: DatasetInfo, crop_size: int, mean, std,
-                 scale=(2048, 512), ratio_range=(0.5, 2.0)):
-        self.base, self.info = base, info
+                 scale=(2048, 512), ratio_range=(0.5, 2.0), twins: list | None = None):
+        self.base, self.info, self.twins = base, info, twins
         # The pipeline normalises in 0..255 pixel units; CLIP's mean/std are in 0..1.
         self.crop_size = crop_size
         self.mean, self.std = tuple(255 * m for m in mean), tuple(255 * s for s in std)
@@ -55,13 +58,20 @@ class ZeroShotTrainSet(Dataset):
     def __len__(self):
         return len(self.base)
 
+    def _augment(self, sample: dict, aug_seed) -> dict:
+        return train_pipeline((self.crop_size, self.crop_size), self.mean, self.std, scale=self.scale,
+                              ratio_range=self.ratio_range, rng=np.random.default_rng(list(aug_seed)))(sample)
+
     def __getitem__(self, key):
         index, aug_seed = key
-        pipeline = train_pipeline((self.crop_size, self.crop_size), self.mean, self.std, scale=self.scale,
-                                  ratio_range=self.ratio_range, rng=np.random.default_rng(list(aug_seed)))
-        out = pipeline(dict(self.base[index]))
+        sample = dict(self.base[index])
+        out = self._augment(dict(sample), aug_seed)
         # Unseen pixels become "ignore" after cropping, so the crop rule sees the full labels (ZegCLIP).
-        return out["image"], zero_shot_labels(out["label"], self.info)
+        labels = zero_shot_labels(out["label"], self.info)
+        if self.twins is None:
+            return out["image"], labels
+        twin = self._augment({**sample, "image": load_image(self.twins[index])}, aug_seed)
+        return out["image"], labels, twin["image"]
 
 
 def train_loader(train_set: ZeroShotTrainSet, batch_size: int, workers: int, seed: int, rank: int,

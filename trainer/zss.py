@@ -24,7 +24,7 @@ from chimera_engine.text import TextEncoder
 from chimera_engine.tiling import InferenceConfig
 from chimera_trainer import losses
 from chimera_trainer.config import TrainConfig
-from chimera_trainer.data.datasets import DatasetInfo
+from chimera_trainer.data.datasets import DatasetInfo, twin_paths
 from chimera_trainer.optim import make_optimizer
 from chimera_trainer.run_state import RunDir
 from chimera_trainer.train_data import ZeroShotTrainSet, train_loader
@@ -125,22 +125,30 @@ class _Step:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
 
-    def _losses(self, images, labels, ratio: float) -> dict[str, tuple[float, torch.Tensor]]:
+    def _teacher(self, images: torch.Tensor) -> torch.Tensor:
+        self._synchronize()
+        started = time.perf_counter()
+        with torch.no_grad():
+            teacher = teacher_embeddings(self.clip, images, self.teacher_size)
+        self._synchronize()
+        self.teacher_seconds += time.perf_counter() - started
+        return teacher
+
+    def _losses(self, images, labels, ratio: float, twins=None) -> dict[str, tuple[float, torch.Tensor]]:
         cfg = self.cfg
         features, auxiliary = self.net(images)
         logits = torch.einsum("bchw,kc->bkhw", features.float(), self.text) / cfg.tau
         terms = {"ce": (1.0, losses.seen_cross_entropy(logits, labels, self.ce_weight))}
         if auxiliary is not None:
             terms["aux"] = (cfg.aux_weight, losses.seen_cross_entropy(auxiliary, labels, self.ce_weight))
+        if cfg.sgd_weight or cfg.twin_weight:
+            teacher = self._teacher(images)
         if cfg.sgd_weight:
-            self._synchronize()
-            started = time.perf_counter()
-            with torch.no_grad():
-                teacher = teacher_embeddings(self.clip, images, self.teacher_size)
-            self._synchronize()
-            self.teacher_seconds += time.perf_counter() - started
             terms["sgd"] = (cfg.sgd_weight, losses.selective_global_distillation(
                 features, teacher, ratio, cfg.sgd_selection, cfg.sgd_loss, cfg.sgd_infonce_tau))
+        if cfg.twin_weight:
+            terms["twin"] = (cfg.twin_weight, losses.twin_contrast(features, teacher, self._teacher(twins),
+                                                                   cfg.twin_tau))
         if cfg.sam_weight:
             terms["sam"] = (cfg.sam_weight, losses.semantic_alignment(features, labels, self.text, cfg.sam_tau))
         return terms
@@ -150,14 +158,12 @@ class _Step:
         self.teacher_seconds = 0.0
         self.optimizer.zero_grad(set_to_none=True)
         for micro in range(cfg.accumulation):
-            images, labels = next(loader)
-            images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
+            images, labels, *twins = (t.to(self.device, non_blocking=True) for t in next(loader))
             last = micro == cfg.accumulation - 1
             sync = contextlib.nullcontext() if last or self.world_size == 1 else self.net.no_sync()
             with sync, self._autocast():
                 loss = 0.0
-                for name, (weight, (total, count)) in self._losses(images, labels, ratio).items():
+                for name, (weight, (total, count)) in self._losses(images, labels, ratio, *twins).items():
                     value = total / _global_mean_count(count, self.world_size)
                     parts[name] = parts.get(name, 0.0) + float(value.detach()) / cfg.accumulation
                     loss = loss + weight * value
@@ -220,6 +226,7 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
           fresh: bool = False, show_progress: bool = True, stop_after: int | None = None) -> SegmentationModel:
     """Run (or resume) training in ``run_dir``; returns the trained model. ``stop_after`` ends this
     call after that many iterations (to test resuming)."""
+    twins = twin_paths(base_dataset) if cfg.twin_weight else None  # refused before any work
     context = distributed.start(device)
     run = RunDir(run_dir)
     dev = resolve_device(context.device)[0]
@@ -243,7 +250,7 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
         run.metrics.unlink(missing_ok=True)
 
     train_set = ZeroShotTrainSet(base_dataset, info, cfg.crop_size, model.mean, model.std,
-                                 cfg.resize_scale, cfg.resize_ratio)
+                                 cfg.resize_scale, cfg.resize_ratio, twins)
     loader = iter(train_loader(train_set, per_process, cfg.workers, cfg.seed, context.rank, context.world_size,
                                start=step * cfg.batch_size))
     summary = {"dataset": cfg.dataset, "seen_classes": list(info.seen), "train_images": len(train_set)}

@@ -78,6 +78,41 @@ def test_scene_bank_batches_cover_every_class_and_repeat_per_step():
         assert min(error, mirrored) < 1e-5
 
 
+def test_scene_bank_twin_pairs_differ_in_one_shape_only():
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer("shapes-tiny")
+    plain = SceneBank(0, 64, 200, tokenizer, 32, (0.5,) * 3, (0.25,) * 3, workers=1)
+    paired = SceneBank(0, 64, 200, tokenizer, 32, (0.5,) * 3, (0.25,) * 3, workers=1, twin_share=0.5)
+    assert np.array_equal(plain.images, paired.images)  # the scenes themselves are the world's
+    special = {0, tokenizer.sot_token_id, tokenizer.eot_token_id}
+    twins = 0
+    for step in range(4):
+        images, tokens, shown, said = paired.batch(step, 32)
+        index = np.random.default_rng([0, step, 2]).integers(200, size=32)  # the batch's own draw
+        for k in range(8):  # a quarter of the slots are origins, a quarter their twins
+            t = 31 - k
+            if paired.twins[index[k]] is None:  # a shape-less scene has no twin
+                continue
+            twins += 1
+            shapes = shown[k].sum(-1) - shown[t].sum(-1)
+            assert shapes.abs().sum() == 2 and shapes.sum() == 0  # one shape became another
+            assert torch.equal(shown[k].sum(0), shown[t].sum(0))  # in the same colour
+            words = [tokenizer.decode([i for i in tokens[j].tolist() if i not in special]).split() for j in (k, t)]
+            assert len(words[0]) == len(words[1])  # the same template, order and colour words:
+            assert 1 <= sum(a != b for a, b in zip(*words)) <= 2  # only the shape word and its article differ
+            changed = (images[k] != images[t]).any(0).float().mean()
+            assert 0 < changed < 0.4  # flipped alike: only the outline's pixels change
+    assert twins >= 24
+
+def test_pretrain_refuses_a_twin_share_outside_0_to_1(tmp_path):
+    from chimera_trainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="twin"):
+        pretrain(tmp_path / "clip.safetensors", steps=1, batch_size=4, workers=0, twin_share=1.5)
+    assert not any(tmp_path.iterdir())
+
+
 def test_pretraining_forward_equals_open_clips_with_its_gradients():
     import open_clip
 
@@ -275,6 +310,11 @@ def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_an
     assert val_split["single_share"] == 0.0  # and not the val images, which stay the world's own
     assert (cfg.sgd_weight, cfg.seed, cfg.dataset) == (3.0, 5, "shapes")
     assert cfg.iterations == 20 and cfg.clip.startswith("shapes-tiny/")  # the bundle's own keys kept
+    # The recipe's twin contrast has the twin of every training image.
+    assert cfg.twin_weight == 1.0
+    train_data = tmp_path / "w" / "shapes" / "train"
+    assert json.loads((train_data / "split.json").read_text())["twins"]
+    assert sorted(p.name for p in (train_data / "twins").iterdir()) == sorted(p.name for p in (train_data / "images").iterdir())
 
 
 def test_bundle_quick_under_torchrun_writes_each_file_once_and_reports_on_every_rank(tmp_path):

@@ -49,6 +49,31 @@ def test_sgd_gradient_flows_only_through_selected_tokens():
     assert touched == 2
 
 
+def test_sgd_centered_measures_errors_around_the_batch_mean_teacher():
+    teacher = _unit(4, 8)
+    exact = teacher[:, :, None, None].expand(4, 8, 2, 2).contiguous()
+    zero, count = losses.selective_global_distillation(exact, teacher, 1.0, loss="centered")
+    assert count == 4 and zero.item() == pytest.approx(0.0, abs=1e-5)
+    feats = _unit(4, 8, 2, 2, seed=3)
+    total, _ = losses.selective_global_distillation(feats, teacher, 1.0, loss="centered")
+    mean = teacher.mean(0)
+    tokens = F.normalize(feats.flatten(2).transpose(1, 2) - mean, dim=-1)
+    target = F.normalize(teacher - mean, dim=-1)
+    assert total.item() == pytest.approx((1 - torch.einsum("bnc,bc->bn", tokens, target)).mean(1).sum().item(),
+                                         rel=1e-5)
+    # Teachers that share most of their direction: an error along what tells them apart costs
+    # little as a plain cosine and much around the mean.
+    shared = torch.zeros(8)
+    shared[0] = 1.0
+    close = F.normalize(shared + 0.1 * _unit(4, 8, seed=4), dim=-1)
+    drifted = F.normalize(close.roll(1, 0) * 0.5 + close * 0.5, dim=-1)[:, :, None, None]
+    plain, _ = losses.selective_global_distillation(drifted, close, 1.0)
+    centered, _ = losses.selective_global_distillation(drifted, close, 1.0, loss="centered")
+    assert centered.item() > 20 * plain.item()
+    one, _ = losses.selective_global_distillation(feats[:1], teacher[:1], 1.0, loss="centered")
+    assert one.item() == pytest.approx(1.0)
+
+
 def test_sgd_infonce_prefers_matching_teachers():
     teacher = _unit(4, 8)
     good = teacher[:, :, None, None].expand(4, 8, 2, 2).contiguous()
@@ -56,6 +81,19 @@ def test_sgd_infonce_prefers_matching_teachers():
     low, _ = losses.selective_global_distillation(good, teacher, 1.0, loss="infonce")
     high, _ = losses.selective_global_distillation(bad, teacher, 1.0, loss="infonce")
     assert low < high
+
+
+def test_twin_contrast_is_a_two_way_choice_of_the_pooled_features():
+    teacher, twin = _unit(3, 8), _unit(3, 8, seed=5)
+    feats = _unit(3, 8, 2, 2, seed=6)
+    total, count = losses.twin_contrast(feats, teacher, twin, tau=0.1)
+    pooled = F.normalize(feats.mean((2, 3)), dim=-1)
+    own, other = (pooled * teacher).sum(-1) / 0.1, (pooled * twin).sum(-1) / 0.1
+    assert count == 3
+    assert total.item() == pytest.approx((-own + torch.logaddexp(own, other)).sum().item(), rel=1e-5)
+    near = teacher[:, :, None, None].expand(3, 8, 2, 2)
+    far = twin[:, :, None, None].expand(3, 8, 2, 2)
+    assert losses.twin_contrast(near, teacher, twin)[0] < losses.twin_contrast(far, teacher, twin)[0]
 
 
 def test_semantic_alignment_counts_regions_and_rewards_alignment():

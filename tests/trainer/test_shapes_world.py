@@ -203,7 +203,8 @@ def test_write_dataset_layout_and_ground_truth(tmp_path):
         assert captions[info["file_name"]] == s.caption
     split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert split == {"classes": list(SHAPE_CLASSES), "seen": SPLIT["seen"], "unseen": SPLIT["unseen"],
-                     "background": "background", "seed": 7, "size": 128, "single_share": 0.0}
+                     "background": "background", "seed": 7, "size": 128, "single_share": 0.0,
+                     "twins": True}
     assert len(split["seen"]) == 9 and len(split["unseen"]) == 3
     assert set(split["seen"]) | set(split["unseen"]) == set(split["classes"])
     assert not set(split["seen"]) & set(split["unseen"])
@@ -261,3 +262,33 @@ def test_visible_masks_partition_the_label_map_shape_by_shape():
         assert np.array_equal(np.sum(masks, axis=0), s.labels > 0)  # disjoint, and cover every shape pixel
         for shape, mask in zip(s.shapes, masks):
             assert mask.any() and set(np.unique(s.labels[mask])) == {SHAPE_CLASSES.index(shape.name) + 1}
+
+
+def test_a_twin_is_the_same_scene_with_one_shape_redrawn_as_another_class():
+    from chimera_trainer.shapes.world import HEART_TILT
+
+    for index in range(12):
+        original = sample(5, index, 64)
+        k = index % len(original.instances)
+        new = "heart" if original.instances[k][0] != "heart" else "pentagon"
+        twin = render_sample(np.random.default_rng([5, index]), 64, swap=(k, new))
+        assert twin.instances == [(new, c) if i == k else (n, c) for i, (n, c) in enumerate(original.instances)]
+        # The same template, order and colour words: only the shape's word and its article differ.
+        words = [(a, b) for a, b in zip(original.caption.split(), twin.caption.split()) if a != b]
+        assert len(original.caption.split()) == len(twin.caption.split()) and 1 <= len(words) <= 2
+        assert words[-1][1].rstrip(".,") == new
+        changed = (twin.image != original.image).any(-1)
+        drawn = twin.shapes[k]
+        # Only pixels the two outlines cover change, or next to them: the blur (sigma <= 0.8) reaches 2 px.
+        covered = (original.shapes[k].alpha(64) > 0) | (drawn.alpha(64) > 0)
+        near = cv2.dilate(covered.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        assert changed.any() and not (changed & ~near).any()
+        assert np.array_equal(twin.labels[~covered], original.labels[~covered])
+        assert (drawn.center, drawn.diameter, drawn.color) == (original.shapes[k].center, original.shapes[k].diameter,
+                                                               original.shapes[k].color)
+        if new == "heart":
+            assert abs(drawn.angle) <= HEART_TILT + 1e-9
+    with pytest.raises(ValueError, match="swap"):
+        render_sample(np.random.default_rng([5, 0]), 64, min_objects=1, max_objects=1, swap=(1, "star"))
+    with pytest.raises(ValueError, match="swap"):
+        render_sample(np.random.default_rng([5, 0]), 64, swap=(0, "dragon"))

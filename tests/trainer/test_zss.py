@@ -190,3 +190,37 @@ def test_the_seed_alone_decides_the_initial_weights_and_the_run(shapes_root, tmp
     first, again, other = run("a", 1, 0), run("b", 2, 0), run("c", 1, 5)
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_sgd_twin_contrast_trains_on_twins_augmented_like_their_images(tmp_path):
+    from chimera_engine.errors import ChimeraError
+    from chimera_trainer.shapes import sample
+    from chimera_trainer.shapes.world import twin
+    from chimera_trainer.train_data import ZeroShotTrainSet
+
+    root = tmp_path / "shapes"
+    write_dataset(root / "train", 8, seed=3, size=64)  # with twins, as every shapes folder by default
+    assert json.loads((root / "train" / "split.json").read_text())["twins"] is True
+    # Each twin file is the world's twin of its image.
+    from chimera_engine.images import load_image
+    for i in (0, 5):
+        expected = twin(3, i, 64, sample(3, i, 64, min_objects=1, max_objects=4), min_objects=1, max_objects=4)
+        assert (load_image(root / "train" / "twins" / f"{i:06d}.png") == expected.image).all()
+    info = load_info("shapes", root / "train")
+    base = build_dataset("shapes", root / "train", "train")
+    # Augmented alike: with the image itself as its "twin" the two tensors are equal, at every seed.
+    same = ZeroShotTrainSet(base, info, 64, (0.5,) * 3, (0.25,) * 3, (128, 64), (0.5, 2.0),
+                            twins=[image for image, _ in base.pairs])
+    for i in range(4):
+        image, _, twin_image = same[(i, (9, i))]
+        assert torch.equal(image, twin_image)
+    model = _train(root, tmp_path / "run", iterations=3, twin_weight=1.0)
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(r["twin"] > 0 for r in log)
+    assert model.encoder is not None
+    # Data without twins is refused before any work.
+    plain = tmp_path / "plain_data"
+    write_dataset(plain / "train", 4, seed=3, size=64, twins=False)
+    with pytest.raises(ChimeraError, match="twin"):
+        _train(plain, tmp_path / "refused", iterations=1, twin_weight=1.0)
+    assert not (tmp_path / "refused").exists()

@@ -61,7 +61,9 @@ SHAPES_LAYOUT = """\
   images/<stem>.png
   masks/<stem>.png                      0 = background, k = classes[k-1]
   split.json                            {"classes": [...], "seen": [...], "unseen": [...],
-                                         "background": "background" (optional: mask 0 as a class)}"""
+                                         "background": "background" (optional: mask 0 as a class)}
+  twins/<stem>.png                      (optional) the image with one shape redrawn as another class,
+                                        for SGD's twin contrast (twin_weight)"""
 
 _INFO_FILES = {"voc": "voc2012.json", "voc2012": "voc2012.json",
                "coco-stuff": "coco_stuff164k.json", "coco_stuff164k": "coco_stuff164k.json",
@@ -329,6 +331,16 @@ def shapes_dataset(root: PathLike, split: str, transform: Transform | None = Non
         raise DatasetLayoutError("no .png images in", image_dir, SHAPES_LAYOUT)
     offset = 0 if info.background else 1  # mask value k is class k, or k - 1 with void background
     return SegmentationDataset(pairs, info, transform, label_table(info.num_classes, offset), SHAPES_LAYOUT)
+
+
+def twin_paths(dataset: SegmentationDataset) -> list[Path]:
+    """The twin image of each of a shapes dataset's images (``twins/<stem>.png`` beside ``images/``)."""
+    twins = [image.parent.parent / "twins" / image.name for image, _ in dataset.pairs]
+    missing = next((t for t in twins if not t.is_file()), None)
+    if missing is not None:
+        raise DatasetLayoutError("SGD's twin contrast needs the twin of every image (shapes data written with "
+                                 "twins); missing", missing, SHAPES_LAYOUT)
+    return twins
 
 
 _BUILDERS = {"voc": voc_dataset, "coco-stuff": coco_stuff_dataset, "shapes": shapes_dataset}

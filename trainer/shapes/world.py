@@ -35,7 +35,7 @@ from chimera_engine.formats.png_masks import write_index_png
 from chimera_trainer.shapes.draw import background, shape_alpha
 
 __all__ = ["SHAPE_CLASSES", "SPLIT", "BACKGROUND", "COLORS", "CAPTION_TEMPLATES", "BACKGROUND_CAPTIONS", "Shape", "Sample",
-           "render_sample", "sample", "make_caption", "describe", "scene_objects", "write_dataset"]
+           "render_sample", "sample", "make_caption", "describe", "scene_objects", "twin", "twin_swap", "write_dataset"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross", "heart",
                                   "crescent", "hexagon", "diamond", "pentagon", "arrow")
@@ -145,6 +145,14 @@ def _random_shape(rng: np.random.Generator, size: int, classes: Sequence[str],
     return best[1], best[2]
 
 
+def _renamed(shape: Shape, name: str) -> Shape:
+    """``shape`` as another class; a heart keeps the world's small tilt (its angle folded into it)."""
+    angle = shape.angle
+    if name == "heart" and shape.name != "heart":
+        angle = (math.remainder(angle, 2 * math.pi) / math.pi) * HEART_TILT
+    return Shape(name, shape.color, shape.center, shape.diameter, angle)
+
+
 def _pick_color(rng: np.random.Generator, under: np.ndarray, tries: int = 12) -> tuple[str, np.ndarray]:
     """A jittered named colour far enough (MIN_COLOR_DISTANCE) from ``under``, the mean RGB of what
     the shape covers; after ``tries`` draws the farthest one seen."""
@@ -163,14 +171,17 @@ def _pick_color(rng: np.random.Generator, under: np.ndarray, tries: int = 12) ->
 
 def render_sample(rng: np.random.Generator, size: int = 128, classes: Sequence[str] = SHAPE_CLASSES,
                   min_objects: int = 1, max_objects: int = 4, noise: float | None = None,
-                  blur: float | None = None) -> Sample:
+                  blur: float | None = None, swap: tuple[int, str] | None = None) -> Sample:
     """Generate one image of ``min_objects``..``max_objects`` shapes of ``classes``.
 
     A shape later ones hide down to < 3 % of its own area is dropped (never painted), so rarely
     fewer than ``min_objects`` remain (never none, unless ``max_objects`` is 0: a background-only scene, captioned from ``BACKGROUND_CAPTIONS``). ``noise`` (Gaussian std, 0..255 scale) and
     ``blur`` (Gaussian sigma, pixels; below 0.3 none) default to a random mild strength (std <= 6,
     sigma <= 0.8); 0 turns them off. Giving them changes no other random draw, so the scene (shapes,
-    colours, background, labels, caption) stays the same.
+    colours, background, labels, caption) stays the same. ``swap=(i, name)`` renders the scene's
+    *twin*: instance ``i`` (of the scene drawn without it) painted as ``name`` in the same place, size,
+    angle, colour and shading, everything else equal; layout and colours are decided on the original
+    outline, so no other draw moves.
     """
     unknown = [c for c in classes if c not in SHAPE_CLASSES]
     if unknown or not len(classes):
@@ -193,14 +204,21 @@ def render_sample(rng: np.random.Generator, size: int = 128, classes: Sequence[s
         if area and np.count_nonzero(mask & ~covered) >= MIN_VISIBLE * area:
             keep[j] = True
             covered |= mask
+    kept_at = [j for j in range(len(placed)) if keep[j]]
+    if swap is not None and not (0 <= swap[0] < len(kept_at) and swap[1] in SHAPE_CLASSES):
+        raise ValueError(f"swap {swap} names no instance of this scene's {len(kept_at)} or no shape class")
     labels = np.zeros((size, size), np.uint8)
     shapes = []
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    for (shape, alpha), kept in zip(placed, keep):
+    for j, ((shape, alpha), kept) in enumerate(zip(placed, keep)):
         if not kept:
             continue
         mask = alpha >= 0.5
         color, rgb = _pick_color(rng, image[mask].mean(axis=0))
+        if swap is not None and j == kept_at[swap[0]]:
+            shape = _renamed(shape, swap[1])
+            alpha = shape.alpha(size)
+            mask = alpha >= 0.5
         # A gentle linear shading across the shape, so it is not one flat value either.
         theta, strength = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.12)
         ramp = ((xx - shape.center[0]) * math.cos(theta) + (yy - shape.center[1]) * math.sin(theta))
@@ -237,25 +255,48 @@ def scene_objects(index: int, single_share: float, background_share: float = 0.0
     return (1, 1) if draw < background_share + single_share else (1, 4)
 
 
+def twin_swap(seed: int, index: int, instances: Sequence[tuple[str, str]]) -> tuple[int, str]:
+    """Which instance of scene ``index`` its twin redraws, and as which other class: both drawn at
+    random, from a generator of the scene's own (``render_sample(swap=...)``)."""
+    pick = np.random.default_rng([seed, index, 7])
+    k = int(pick.integers(len(instances)))
+    others = [c for c in SHAPE_CLASSES if c != instances[k][0]]
+    return k, others[int(pick.integers(len(others)))]
+
+
+def twin(seed: int, index: int, size: int, scene: Sample, **kw) -> Sample | None:
+    """The twin of ``scene`` (image ``index`` of world ``seed``, drawn with ``kw``): None for a scene
+    with no shape."""
+    if not scene.instances:
+        return None
+    return render_sample(np.random.default_rng([seed, index]), size, swap=twin_swap(seed, index, scene.instances), **kw)
+
+
 def _file_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def _write_one(index: int, out_dir: str, seed: int, size: int,
-               single_share: float) -> tuple[int, str, list[ClassMask]]:
-    """Render image ``index``, write its image and mask PNGs; return its caption and COCO masks."""
+def _write_one(index: int, out_dir: str, seed: int, size: int, single_share: float,
+               twins: bool = False) -> tuple[int, str, list[ClassMask]]:
+    """Render image ``index``, write its image and mask PNGs (and its twin's image); return its
+    caption and COCO masks."""
     low, high = scene_objects(index, single_share)
     s = sample(seed, index, size, min_objects=low, max_objects=high)
     name = _file_name(index)
     Image.fromarray(s.image).save(Path(out_dir) / "images" / name, compress_level=1)
+    if twins:  # every written scene has a shape (min_objects 1), so every one has a twin
+        Image.fromarray(twin(seed, index, size, s, min_objects=low, max_objects=high).image).save(
+            Path(out_dir) / "twins" / name, compress_level=1)
     write_index_png(Path(out_dir) / "masks" / name, s.labels, num_classes=len(SHAPE_CLASSES))
     return index, s.caption, encode_label_map(s.labels, len(SHAPE_CLASSES))
 
 
 def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, workers: int = 2,
-                  single_share: float = 0.0) -> Path:
+                  single_share: float = 0.0, twins: bool = True) -> Path:
     """Write images 0..images-1 of the world ``seed``; return ``out_dir``. ``single_share``: the share
     of images drawn with exactly one shape (``scene_objects``); at 0 every image holds 1-4 shapes.
+    ``twins``: also write each image's twin (``twin``: the scene with one shape redrawn as another
+    class) as ``twins/000000.png``, for SGD's twin contrast (the shapes recipe's ``twin_weight``).
 
     Layout: ``images/000000.png`` (RGB), ``masks/000000.png`` (indexed PNG, 0 = background,
     k = 1 + index in SHAPE_CLASSES), ``annotations.json`` (semantic COCO ground truth, file names
@@ -266,9 +307,12 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    if twins:
+        (out / "twins").mkdir(exist_ok=True)
     if not 0.0 <= single_share <= 1.0:
         raise ValueError(f"single_share must lie in 0..1, got {single_share}")
-    job = partial(_write_one, out_dir=str(out), seed=int(seed), size=int(size), single_share=float(single_share))
+    job = partial(_write_one, out_dir=str(out), seed=int(seed), size=int(size), single_share=float(single_share),
+                  twins=bool(twins))
     if images < 64 or workers <= 1:
         results = [job(i) for i in range(images)]
     else:
@@ -285,5 +329,5 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, 
     atomic_write_json(out / "split.json", {"classes": list(SHAPE_CLASSES), "seen": list(SPLIT["seen"]),
                                           "unseen": list(SPLIT["unseen"]), "background": BACKGROUND,
                                           "seed": int(seed), "size": int(size),
-                                          "single_share": float(single_share)})
+                                          "single_share": float(single_share), "twins": bool(twins)})
     return out
