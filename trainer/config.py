@@ -339,7 +339,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # the bundle at lr 2e-3: val hIoU 21.6 vs 19.8, held-out (app's rule) 36.1 vs 24.8.
     # SGD's twin contrast (twin_weight 1; ours, stop 30): held-out hIoU 48.4 / 49.8 vs 33.6 / 36.1 for the
     # same seed, data and CLIP without it (seed 0), 38.2 / 40.6 vs 31.5 / 35.6 at seed 1 on the older CLIP;
-    # heart IoU 0.24 vs 0.02 (benchmarks/results/shapes_twin_contrast_paired.json).
+    # heart IoU 0.24 vs 0.02; the shipped two-thread build 50.8 / 51.1 (benchmarks/results/shapes_twin_contrast_paired.json).
     "shapes": {"crop_size": 64, "resize_scale": (128, 64), "resize_ratio": (1.0, 1.0),
                "clip": "shapes-tiny/bundled:shapes-clip", "body": "shapes-r18-l3", "token_stride": 4, "csh_depth": 4,
                "pretrained_backbone": False,
