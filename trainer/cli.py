@@ -144,7 +144,7 @@ def cmd_bundle(args) -> int:
     overrides = apply_overrides({}, args.set or [])  # validated by build_bundled_models before any work
     report = build_bundled_models(args.out, args.work, quick=args.quick, reuse_clip=args.reuse_clip,
                                   zss_overrides=overrides, clip_schedule_name=args.clip_schedule,
-                                  single_share=args.single_share)
+                                  single_share=args.single_share, clip_scenes=args.clip_scenes)
     _print_once(report)
     return 0
 
@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clip-schedule", choices=("native", "low-res"), default="native",
                    help="native: every CLIP step at 64 px (the shipped pair); low-res: 5/6 of them at 40 px, "
                         "then 64 px on a schedule of their own (faster)")
+    b.add_argument("--clip-scenes", type=positive_int, default=None, metavar="N",
+                   help="scenes in the CLIP's pre-rendered bank (default 50,000, the shipped CLIP's)")
     b.add_argument("--single-share", type=float, default=0.0, metavar="F",
                    help="share of Chimera-Seg's training images drawn with exactly one shape "
                         "(the rest hold 1-4; default %(default)s)")

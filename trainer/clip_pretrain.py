@@ -234,7 +234,8 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
                      model.context_length, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD,
                      color_p=color_p, workers=workers if context.world_size == 1 else 1, twin_share=twin_share)
     log = log if context.is_main else (lambda record: None)
-    log({"scenes": len(bank), "render_s": round(time.perf_counter() - started, 1), "processes": context.world_size})
+    render_seconds = round(time.perf_counter() - started, 1)
+    log({"scenes": len(bank), "render_s": render_seconds, "processes": context.world_size})
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = adamw([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr)
@@ -272,6 +273,7 @@ def pretrain(out: str | Path, arch: str = "shapes-tiny", steps: int = 12000, bat
     if context.is_main:
         report = zero_shot_accuracy(model, size, seed)
         report.update({"steps": steps, "batch_size": batch_size, "lr": lr, "processes": context.world_size,
+                       "scenes": len(bank), "render_seconds": render_seconds,
                        "low_res_steps": low_res_steps if shrink else 0, "low_res_size": low_res_size if shrink else size,
                        "native_lr": native_lr, "twin_share": twin_share,
                        "seconds": round(time.perf_counter() - started, 1),

@@ -54,6 +54,7 @@ class TrainConfig:
     sgd_infonce_tau: float = 0.07
     twin_weight: float = 0.0  # SGD's twin contrast (ours; shapes datasets written with twins); 0 = none
     twin_tau: float = 0.07
+    twin_pool: str = "image"  # image: the mean of all tokens | changed: of the redrawn shape's tokens only
     teacher_size: int = 0  # input size of the CLIP teacher; 0 = CLIP's native size
     sam_weight: float = 1.0  # 0 = no Semantic Alignment Module
     sam_tau: float = 0.07
@@ -289,6 +290,7 @@ FIELD_RULES: dict[str, tuple] = {
     "sgd_infonce_tau": ("float", 0.0, 10.0, True),
     "twin_weight": ("float", 0.0, 1000.0),
     "twin_tau": ("float", 0.0, 10.0, True),
+    "twin_pool": ("choice", ("image", "changed")),
     "teacher_size": ("int", 0, 4096),
     "sam_weight": ("float", 0.0, 1000.0),
     "sam_tau": ("float", 0.0, 10.0, True),

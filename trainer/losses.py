@@ -72,17 +72,34 @@ def selective_global_distillation(features: torch.Tensor, teacher: torch.Tensor,
 
 
 def twin_contrast(features: torch.Tensor, teacher: torch.Tensor, twin_teacher: torch.Tensor,
-                  tau: float = 0.07) -> tuple[torch.Tensor, torch.Tensor]:
+                  tau: float = 0.07, region: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """SGD's twin contrast (our option): the mean of an image's unit features, normalised, must be
     nearer CLIP's embedding of the image (``teacher``, ``B x C``) than of its *twin* (``twin_teacher``:
     the same scene with one shape redrawn as another class). The two embeddings differ only by what
     CLIP sees in that shape, so this pays for carrying that, and nothing else; the mean over all
-    tokens lets the pixels of the redrawn shape carry it. Returns (sum over images, images).
+    tokens lets the pixels of the redrawn shape carry it. ``region`` (``B x h x w`` weights, e.g.
+    ``changed_region``): the mean over those tokens instead, so only the redrawn shape's tokens are
+    paid; an image whose region is empty (its crop missed the shape) falls back to the plain mean,
+    where both teachers saw the same pixels and the gradient is zero anyway.
+    Returns (sum over images, images).
     """
-    pooled = F.normalize(features.float().mean((2, 3)), dim=-1)  # B x C
+    if region is None:
+        pooled = features.float().mean((2, 3))
+    else:
+        weights = region.float() + (region.sum((1, 2), keepdim=True) == 0).float()
+        pooled = (features.float() * weights[:, None]).sum((2, 3)) / weights.sum((1, 2))[:, None]
+    pooled = F.normalize(pooled, dim=-1)  # B x C
     logits = torch.stack([(pooled * teacher.float()).sum(-1), (pooled * twin_teacher.float()).sum(-1)], 1) / tau
     target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target, reduction="sum"), torch.tensor(len(logits), device=logits.device)
+
+
+def changed_region(images: torch.Tensor, twins: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The share of each cell of an ``h x w`` grid (``size``) whose pixels differ between images and
+    their twins (``B x 3 x H x W`` each, augmented alike, so equal pixels stay bit-equal): where the
+    redrawn shape was and now is. ``B x h x w``."""
+    changed = (images != twins).any(1, keepdim=True).float()
+    return F.adaptive_avg_pool2d(changed, size)[:, 0]
 
 
 def semantic_alignment(features: torch.Tensor, labels: torch.Tensor, text: torch.Tensor,

@@ -147,8 +147,9 @@ class _Step:
             terms["sgd"] = (cfg.sgd_weight, losses.selective_global_distillation(
                 features, teacher, ratio, cfg.sgd_selection, cfg.sgd_loss, cfg.sgd_infonce_tau))
         if cfg.twin_weight:
+            region = losses.changed_region(images, twins, features.shape[-2:]) if cfg.twin_pool == "changed" else None
             terms["twin"] = (cfg.twin_weight, losses.twin_contrast(features, teacher, self._teacher(twins),
-                                                                   cfg.twin_tau))
+                                                                   cfg.twin_tau, region))
         if cfg.sam_weight:
             terms["sam"] = (cfg.sam_weight, losses.semantic_alignment(features, labels, self.text, cfg.sam_tau))
         return terms

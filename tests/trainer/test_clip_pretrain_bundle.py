@@ -234,9 +234,10 @@ def test_a_low_resolution_the_model_cannot_take_is_a_usage_error(tmp_path, monke
 
 
 def test_bundle_quick_builds_two_self_contained_models(tmp_path):
-    from chimera_trainer.bundle import build_bundled_models
+    from chimera_trainer.bundle import SCHEDULES, build_bundled_models
 
     report = build_bundled_models(tmp_path / "models", tmp_path / "work", quick=True)
+    assert report["clip_pretraining"]["scenes"] == SCHEDULES["clip_scenes"][1]  # the bank size reaches pretrain
     files = report["files"]
     assert set(files) == {"shapes-clip.safetensors", "shapes-chimera.safetensors"}
     assert sum(files.values()) < 40 * 2 ** 20  # ResNet-18 body in fp16 + the CLIP (benchmarks/SHAPES.md: shapes-chimera 12.4 MB)
@@ -277,6 +278,11 @@ def test_bundle_clip_schedules_name_pretrains_arguments_and_the_cli_offers_each(
             args.func(args)
         assert {k: seen[-1][k] for k in bundle.clip_schedule(name, 20)} == bundle.clip_schedule(name, 20)
     assert "low_res_steps" not in seen[0] and seen[1]["low_res_steps"] == 17
+    assert seen[0]["scenes"] == bundle.SCHEDULES["clip_scenes"][1]  # the schedule's bank, unless told
+    args = parser.parse_args(["bundle", "--quick", "--work", str(tmp_path), "--out", str(tmp_path), "--clip-scenes", "300"])
+    with pytest.raises(KeyboardInterrupt):
+        args.func(args)
+    assert seen[-1]["scenes"] == 300
 
 
 def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_any_work(monkeypatch, tmp_path):
@@ -291,6 +297,10 @@ def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_an
         assert cli.main(argv + [f"--set={item}" for item in bad]) == 2, bad
     for share in ("1.5", "-0.2", "nan"):
         assert cli.main(argv + ["--single-share", share]) == 2, share
+    for scenes in ("0", "-5", "many"):  # argparse's own usage error
+        with pytest.raises(SystemExit) as refused:
+            cli.main(argv + ["--clip-scenes", scenes])
+        assert refused.value.code == 2, scenes
     assert not (tmp_path / "w").exists()
     monkeypatch.undo()
 

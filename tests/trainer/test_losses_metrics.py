@@ -96,6 +96,36 @@ def test_twin_contrast_is_a_two_way_choice_of_the_pooled_features():
     assert losses.twin_contrast(near, teacher, twin)[0] < losses.twin_contrast(far, teacher, twin)[0]
 
 
+def test_twin_contrast_over_a_region_pools_its_tokens_and_an_empty_one_pools_all():
+    teacher, twin = _unit(2, 8), _unit(2, 8, seed=5)
+    feats = _unit(2, 8, 3, 3, seed=6)
+    region = torch.zeros(2, 3, 3)
+    region[0, 0, 1], region[0, 2, 2] = 1.0, 0.25  # image 0: two cells, one a quarter changed; image 1: none
+    total, count = losses.twin_contrast(feats, teacher, twin, tau=0.1, region=region)
+    pooled = torch.stack([(feats[0, :, 0, 1] + 0.25 * feats[0, :, 2, 2]) / 1.25, feats[1].mean((1, 2))])
+    pooled = F.normalize(pooled, dim=-1)
+    own, other = (pooled * teacher).sum(-1) / 0.1, (pooled * twin).sum(-1) / 0.1
+    assert count == 2
+    assert total.item() == pytest.approx((-own + torch.logaddexp(own, other)).sum().item(), rel=1e-5)
+    # Only the region's tokens get a gradient where it is not empty.
+    feats.requires_grad_(True)
+    losses.twin_contrast(feats, teacher, twin, tau=0.1, region=region)[0].backward()
+    moved = feats.grad.abs().sum(1) > 0
+    assert moved[0].tolist() == [[False, True, False], [False, False, False], [False, False, True]]
+    assert moved[1].all()
+
+
+def test_changed_region_is_the_share_of_each_cell_where_image_and_twin_differ():
+    images = torch.rand(2, 3, 8, 8)
+    twins = images.clone()
+    twins[0, 1, 0:2, 0:4] += 0.5  # image 0: the top-left cell (4 x 4) is half changed, in one channel
+    twins[1, :, 7, 7] = -1.0      # image 1: one pixel of the bottom-right cell
+    region = losses.changed_region(images, twins, (2, 2))
+    assert region.shape == (2, 2, 2)
+    assert region[0].tolist() == [[0.5, 0.0], [0.0, 0.0]]
+    assert region[1].tolist() == [[0.0, 0.0], [0.0, 1 / 16]]
+
+
 def test_semantic_alignment_counts_regions_and_rewards_alignment():
     text = _unit(3, 8)
     labels = torch.full((1, 8, 8), 255)

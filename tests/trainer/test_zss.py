@@ -196,6 +196,8 @@ def test_sgd_twin_contrast_trains_on_twins_augmented_like_their_images(tmp_path)
     from chimera_engine.errors import ChimeraError
     from chimera_trainer.shapes import sample
     from chimera_trainer.shapes.world import twin
+    from chimera_trainer import losses
+    from chimera_trainer.data.datasets import twin_paths
     from chimera_trainer.train_data import ZeroShotTrainSet
 
     root = tmp_path / "shapes"
@@ -214,10 +216,16 @@ def test_sgd_twin_contrast_trains_on_twins_augmented_like_their_images(tmp_path)
     for i in range(4):
         image, _, twin_image = same[(i, (9, i))]
         assert torch.equal(image, twin_image)
-    model = _train(root, tmp_path / "run", iterations=3, twin_weight=1.0)
-    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(log) == 3 and all(r["twin"] > 0 for r in log)
-    assert model.encoder is not None
+    # With the real twins, the pixels that differ after augmentation are the redrawn shape's: some, not most.
+    real = ZeroShotTrainSet(base, info, 64, (0.5,) * 3, (0.25,) * 3, (128, 64), (0.5, 2.0), twins=twin_paths(base))
+    shares = [float(losses.changed_region(image[None], twin_image[None], (1, 1))) for image, _, twin_image in
+              (real[(i, (9, i))] for i in range(8))]
+    assert max(shares) > 0 and all(share < 0.5 for share in shares), shares
+    for pool in ("image", "changed"):
+        model = _train(root, tmp_path / pool, iterations=3, twin_weight=1.0, twin_pool=pool)
+        log = [json.loads(line) for line in (tmp_path / pool / "metrics.jsonl").read_text().splitlines()]
+        assert len(log) == 3 and all(r["twin"] > 0 for r in log)
+        assert model.encoder is not None
     # Data without twins is refused before any work.
     plain = tmp_path / "plain_data"
     write_dataset(plain / "train", 4, seed=3, size=64, twins=False)
