@@ -130,8 +130,6 @@ def build_bundled_models(out: str | Path, work: str | Path, quick: bool = False,
     out, work = Path(out), Path(work)
     clip_kwargs = {**clip_schedule(clip_schedule_name, SCHEDULES["clip_steps"][pick]),  # refused before any work
                    "scenes": SCHEDULES["clip_scenes"][pick] if clip_scenes is None else clip_scenes}
-    if clip_kwargs["scenes"] < 1:
-        raise ConfigError(f"the CLIP's scene bank needs at least one scene, got {clip_scenes}")
     check_zss_overrides(zss_overrides or {})  # likewise: not after two hours of CLIP pre-training
     if not 0.0 <= single_share <= 1.0:
         raise ConfigError(f"single_share must lie in 0..1, got {single_share}")

@@ -194,10 +194,10 @@ def test_the_seed_alone_decides_the_initial_weights_and_the_run(shapes_root, tmp
 
 def test_sgd_twin_contrast_trains_on_twins_augmented_like_their_images(tmp_path):
     from chimera_engine.errors import ChimeraError
-    from chimera_trainer.shapes import sample
-    from chimera_trainer.shapes.world import twin
     from chimera_trainer import losses
     from chimera_trainer.data.datasets import twin_paths
+    from chimera_trainer.shapes import sample
+    from chimera_trainer.shapes.world import twin
     from chimera_trainer.train_data import ZeroShotTrainSet
 
     root = tmp_path / "shapes"
