@@ -164,9 +164,12 @@ def _build(out: Path, work: Path, pick: int, reuse_clip: bool, zss_overrides: di
 
     data_root = work / "shapes"
     dense_path = out / "shapes-clip.safetensors"
+    cfg = shapes_train_config(data_root, f"shapes-tiny/{dense_path}",
+                              **{"iterations": SCHEDULES["zss_iterations"][pick], "seed": TRAIN_SEED,
+                                 **(zss_overrides or {})})
     if context.is_main:
         write_dataset(data_root / "train", SCHEDULES["train_images"][pick], seed=TRAIN_SEED, size=SIZE,
-                      single_share=single_share)
+                      single_share=single_share, twins=cfg.twin_count)
         write_dataset(data_root / "val", SCHEDULES["val_images"][pick], seed=VAL_SEED, size=SIZE)
         torch.manual_seed(TRAIN_SEED)
         dense = dense_clip_model(ClipSpec("shapes-tiny", str(clip_weights)))
@@ -177,9 +180,6 @@ def _build(out: Path, work: Path, pick: int, reuse_clip: bool, zss_overrides: di
                    info={"evaluation": report["shapes_clip_eval"], "zero_shot": report["clip_pretraining"]})
     context.barrier()  # the data and the CLIP file the training reads are written
 
-    cfg = shapes_train_config(data_root, f"shapes-tiny/{dense_path}",
-                              **{"iterations": SCHEDULES["zss_iterations"][pick], "seed": TRAIN_SEED,
-                                 **(zss_overrides or {})})
     info = load_info("shapes", data_root / "train")
     tick = time.perf_counter()
     model = train(cfg, str(work / "run"), build_dataset("shapes", data_root / "train", "train"), info,

@@ -115,8 +115,8 @@ def cmd_eval(args) -> int:
 def cmd_shapes_data(args) -> int:
     from chimera_trainer.shapes import write_dataset
 
-    path = write_dataset(args.out, images=args.images, seed=args.seed, size=args.size)
-    print(f"wrote {args.images} shapes images to {path}")
+    path = write_dataset(args.out, images=args.images, seed=args.seed, size=args.size, twins=args.twins)
+    print(f"wrote {args.images} shapes images ({args.twins} twin(s) each) to {path}")
     return 0
 
 
@@ -181,6 +181,18 @@ def image_side(text: str) -> int:
     return value
 
 
+def twin_count(text: str) -> int:
+    from chimera_trainer.shapes.world import MAX_TWINS
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_TWINS:
+        raise argparse.ArgumentTypeError(f"expected 0..{MAX_TWINS} twins, got {value}")
+    return value
+
+
 def _check_device_available(device: str) -> None:
     from chimera_engine.devices import resolve_device
 
@@ -239,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", type=positive_int, default=1000)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--size", type=image_side, default=64, help="image side in pixels (16..1024)")
+    d.add_argument("--twins", type=twin_count, default=1, metavar="K",
+                   help="twins written per image for SGD's twin contrast (0..11; the recipe's twin_count)")
     d.set_defaults(func=cmd_shapes_data)
 
     c = sub.add_parser("shapes-clip", help="pre-train the tiny shapes CLIP on image-caption pairs")

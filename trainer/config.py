@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chimera_engine.errors import ChimeraError
+from chimera_trainer.shapes.world import MAX_TWINS
 
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -55,6 +56,7 @@ class TrainConfig:
     twin_weight: float = 0.0  # SGD's twin contrast (ours; shapes datasets written with twins); 0 = none
     twin_tau: float = 0.07
     twin_pool: str = "image"  # image: the mean of all tokens | changed: of the redrawn shape's tokens only
+    twin_count: int = 1  # twins per image in the contrast (the same shape redrawn as this many other classes)
     teacher_size: int = 0  # input size of the CLIP teacher; 0 = CLIP's native size
     sam_weight: float = 1.0  # 0 = no Semantic Alignment Module
     sam_tau: float = 0.07
@@ -291,6 +293,7 @@ FIELD_RULES: dict[str, tuple] = {
     "twin_weight": ("float", 0.0, 1000.0),
     "twin_tau": ("float", 0.0, 10.0, True),
     "twin_pool": ("choice", ("image", "changed")),
+    "twin_count": ("int", 1, MAX_TWINS),
     "teacher_size": ("int", 0, 4096),
     "sam_weight": ("float", 0.0, 1000.0),
     "sam_tau": ("float", 0.0, 10.0, True),
@@ -342,6 +345,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # SGD's twin contrast (twin_weight 1; ours, stop 30): held-out hIoU 48.4 / 49.8 vs 33.6 / 36.1 for the
     # same seed, data and CLIP without it (seed 0), 38.2 / 40.6 vs 31.5 / 35.6 at seed 1 on the older CLIP;
     # heart IoU 0.24 vs 0.02; the shipped two-thread build 50.8 / 51.1 (benchmarks/results/shapes_twin_contrast_paired.json).
+    # Six twins per image (twin_count 6, stop 32, one one-thread build, not yet the default): 58.4 / 59.3, seen 70 / 71
+    # (benchmarks/results/shapes_twin_weight_count_paired.json).
     "shapes": {"crop_size": 64, "resize_scale": (128, 64), "resize_ratio": (1.0, 1.0),
                "clip": "shapes-tiny/bundled:shapes-clip", "body": "shapes-r18-l3", "token_stride": 4, "csh_depth": 4,
                "pretrained_backbone": False,

@@ -74,9 +74,10 @@ def selective_global_distillation(features: torch.Tensor, teacher: torch.Tensor,
 def twin_contrast(features: torch.Tensor, teacher: torch.Tensor, twin_teacher: torch.Tensor,
                   tau: float = 0.07, region: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """SGD's twin contrast (our option): the mean of an image's unit features, normalised, must be
-    nearer CLIP's embedding of the image (``teacher``, ``B x C``) than of its *twin* (``twin_teacher``:
-    the same scene with one shape redrawn as another class). The two embeddings differ only by what
-    CLIP sees in that shape, so this pays for carrying that, and nothing else; the mean over all
+    nearer CLIP's embedding of the image (``teacher``, ``B x C``) than of its *twins* (``twin_teacher``,
+    ``B x K x C`` or ``B x C`` for one: the same scene with one shape redrawn as other classes); a
+    (1 + K)-way softmax. The embeddings differ only by what CLIP sees in that shape, so this pays for
+    carrying that, and nothing else; with more twins, for telling it from more classes. The mean over all
     tokens lets the pixels of the redrawn shape carry it. ``region`` (``B x h x w`` weights, e.g.
     ``changed_region``): the mean over those tokens instead, so only the redrawn shape's tokens are
     paid; an image whose region is empty (its crop missed the shape) falls back to the plain mean,
@@ -89,7 +90,9 @@ def twin_contrast(features: torch.Tensor, teacher: torch.Tensor, twin_teacher: t
         weights = region.float() + (region.sum((1, 2), keepdim=True) == 0).float()
         pooled = (features.float() * weights[:, None]).sum((2, 3)) / weights.sum((1, 2))[:, None]
     pooled = F.normalize(pooled, dim=-1)  # B x C
-    logits = torch.stack([(pooled * teacher.float()).sum(-1), (pooled * twin_teacher.float()).sum(-1)], 1) / tau
+    twin_teacher = twin_teacher.float() if twin_teacher.dim() == 3 else twin_teacher.float()[:, None]
+    own = (pooled * teacher.float()).sum(-1, keepdim=True)
+    logits = torch.cat([own, (pooled[:, None] * twin_teacher).sum(-1)], 1) / tau
     target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target, reduction="sum"), torch.tensor(len(logits), device=logits.device)
 

@@ -44,8 +44,9 @@ class ResumableSampler(Sampler):
 
 class ZeroShotTrainSet(Dataset):
     """Wraps a dataset: seen-only labels (unseen → ignore) and the augmentation of PAPER.md §5.
-    With ``twins`` (one image path per item) an item also holds its twin, augmented exactly as the
-    image: the pipeline's draws depend on the seed and the label only, never on the pixels."""
+    With ``twins`` (a list of twin image paths per item) an item also holds its twins, ``K x 3 x H x
+    W``, each augmented exactly as the image: the pipeline's draws depend on the seed and the label
+    only, never on the pixels."""
 
     def __init__(self, base: Dataset, info: DatasetInfo, crop_size: int, mean, std,
                  scale=(2048, 512), ratio_range=(0.5, 2.0), twins: list | None = None):
@@ -70,8 +71,8 @@ class ZeroShotTrainSet(Dataset):
         labels = zero_shot_labels(out["label"], self.info)
         if self.twins is None:
             return out["image"], labels
-        twin = self._augment({**sample, "image": load_image(self.twins[index])}, aug_seed)
-        return out["image"], labels, twin["image"]
+        twins = [self._augment({**sample, "image": load_image(path)}, aug_seed)["image"] for path in self.twins[index]]
+        return out["image"], labels, torch.stack(twins)
 
 
 def train_loader(train_set: ZeroShotTrainSet, batch_size: int, workers: int, seed: int, rank: int,

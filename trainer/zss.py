@@ -147,9 +147,10 @@ class _Step:
             terms["sgd"] = (cfg.sgd_weight, losses.selective_global_distillation(
                 features, teacher, ratio, cfg.sgd_selection, cfg.sgd_loss, cfg.sgd_infonce_tau))
         if cfg.twin_weight:
-            region = losses.changed_region(images, twins, features.shape[-2:]) if cfg.twin_pool == "changed" else None
-            terms["twin"] = (cfg.twin_weight, losses.twin_contrast(features, teacher, self._teacher(twins),
-                                                                   cfg.twin_tau, region))
+            # All of an image's twins redraw the same shape, so the first marks its region.
+            region = losses.changed_region(images, twins[:, 0], features.shape[-2:]) if cfg.twin_pool == "changed" else None
+            twin_teacher = self._teacher(twins.flatten(0, 1)).unflatten(0, twins.shape[:2])  # B x K x C
+            terms["twin"] = (cfg.twin_weight, losses.twin_contrast(features, teacher, twin_teacher, cfg.twin_tau, region))
         if cfg.sam_weight:
             terms["sam"] = (cfg.sam_weight, losses.semantic_alignment(features, labels, self.text, cfg.sam_tau))
         return terms
@@ -227,7 +228,7 @@ def train(cfg: TrainConfig, run_dir: str, base_dataset, info: DatasetInfo, devic
           fresh: bool = False, show_progress: bool = True, stop_after: int | None = None) -> SegmentationModel:
     """Run (or resume) training in ``run_dir``; returns the trained model. ``stop_after`` ends this
     call after that many iterations (to test resuming)."""
-    twins = twin_paths(base_dataset) if cfg.twin_weight else None  # refused before any work
+    twins = twin_paths(base_dataset, cfg.twin_count) if cfg.twin_weight else None  # refused before any work
     context = distributed.start(device)
     run = RunDir(run_dir)
     dev = resolve_device(context.device)[0]

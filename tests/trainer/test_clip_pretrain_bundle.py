@@ -292,7 +292,8 @@ def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_an
         raise AssertionError("a refused --set must stop the bundle before the CLIP stage")
 
     monkeypatch.setattr(clip_pretrain, "pretrain", no_pretraining)
-    for bad in (["seed=-1"], ["no_such_key=1"], ["clip=ViT-B-16/openai"], ["data_root=/tmp"], ["sgd_weight=heavy"]):
+    for bad in (["seed=-1"], ["no_such_key=1"], ["clip=ViT-B-16/openai"], ["data_root=/tmp"], ["sgd_weight=heavy"],
+                ["twin_count=12"]):
         argv = ["bundle", "--quick", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "m")]
         assert cli.main(argv + [f"--set={item}" for item in bad]) == 2, bad
     for share in ("1.5", "-0.2", "nan"):
@@ -312,7 +313,7 @@ def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_an
 
     monkeypatch.setattr(zss, "train", spy_train)
     assert cli.main(["bundle", "--quick", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "m"),
-                     "--set", "sgd_weight=3", "--set", "seed=5", "--single-share", "1"]) == 130
+                     "--set", "sgd_weight=3", "--set", "seed=5", "--set", "twin_count=2", "--single-share", "1"]) == 130
     (cfg,) = trained
     train_split = json.loads((tmp_path / "w" / "shapes" / "train" / "split.json").read_text(encoding="utf-8"))
     assert train_split["single_share"] == 1.0  # the option reached the training images
@@ -320,11 +321,13 @@ def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_an
     assert val_split["single_share"] == 0.0  # and not the val images, which stay the world's own
     assert (cfg.sgd_weight, cfg.seed, cfg.dataset) == (3.0, 5, "shapes")
     assert cfg.iterations == 20 and cfg.clip.startswith("shapes-tiny/")  # the bundle's own keys kept
-    # The recipe's twin contrast has the twin of every training image.
-    assert cfg.twin_weight == 1.0
+    # The recipe's twin contrast has as many twins of every training image as it asks for.
+    assert (cfg.twin_weight, cfg.twin_count) == (1.0, 2)
     train_data = tmp_path / "w" / "shapes" / "train"
-    assert json.loads((train_data / "split.json").read_text())["twins"]
-    assert sorted(p.name for p in (train_data / "twins").iterdir()) == sorted(p.name for p in (train_data / "images").iterdir())
+    assert json.loads((train_data / "split.json").read_text())["twins"] == 2
+    images = sorted(p.name for p in (train_data / "images").iterdir())
+    assert sorted(p.name for p in (train_data / "twins").iterdir()) == sorted(
+        [*images, *(name.replace(".png", "-1.png") for name in images)])
 
 
 def test_bundle_quick_under_torchrun_writes_each_file_once_and_reports_on_every_rank(tmp_path):

@@ -96,6 +96,21 @@ def test_twin_contrast_is_a_two_way_choice_of_the_pooled_features():
     assert losses.twin_contrast(near, teacher, twin)[0] < losses.twin_contrast(far, teacher, twin)[0]
 
 
+def test_twin_contrast_with_several_twins_is_a_choice_among_all_of_them():
+    teacher, feats = _unit(3, 8), _unit(3, 8, 2, 2, seed=6)
+    twins = torch.stack([_unit(3, 8, seed=5 + k) for k in range(4)], 1)  # B x K x C, K = 4
+    total, count = losses.twin_contrast(feats, teacher, twins, tau=0.1)
+    pooled = F.normalize(feats.mean((2, 3)), dim=-1)
+    own = (pooled * teacher).sum(-1) / 0.1
+    others = torch.stack([(pooled * twins[:, k]).sum(-1) / 0.1 for k in range(4)], 1)
+    assert count == 3
+    assert total.item() == pytest.approx((-own + torch.logsumexp(torch.cat([own[:, None], others], 1), 1)).sum().item(),
+                                         rel=1e-5)
+    # One twin given as B x 1 x C is the two-way form, to the bit.
+    assert torch.equal(losses.twin_contrast(feats, teacher, twins[:, :1])[0],
+                       losses.twin_contrast(feats, teacher, twins[:, 0])[0])
+
+
 def test_twin_contrast_over_a_region_pools_its_tokens_and_an_empty_one_pools_all():
     teacher, twin = _unit(2, 8), _unit(2, 8, seed=5)
     feats = _unit(2, 8, 3, 3, seed=6)

@@ -204,7 +204,7 @@ def test_write_dataset_layout_and_ground_truth(tmp_path):
     split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert split == {"classes": list(SHAPE_CLASSES), "seen": SPLIT["seen"], "unseen": SPLIT["unseen"],
                      "background": "background", "seed": 7, "size": 128, "single_share": 0.0,
-                     "twins": True}
+                     "twins": 1}
     assert len(split["seen"]) == 9 and len(split["unseen"]) == 3
     assert set(split["seen"]) | set(split["unseen"]) == set(split["classes"])
     assert not set(split["seen"]) & set(split["unseen"])
@@ -262,6 +262,53 @@ def test_visible_masks_partition_the_label_map_shape_by_shape():
         assert np.array_equal(np.sum(masks, axis=0), s.labels > 0)  # disjoint, and cover every shape pixel
         for shape, mask in zip(s.shapes, masks):
             assert mask.any() and set(np.unique(s.labels[mask])) == {SHAPE_CLASSES.index(shape.name) + 1}
+
+
+def test_a_scenes_twins_redraw_one_shape_as_distinct_classes_and_the_first_never_moves(tmp_path):
+    from chimera_trainer.shapes.world import twin, twin_file_name, twin_swaps
+
+    for index in range(20):
+        scene = sample(5, index, 64, min_objects=1, max_objects=4)
+        swaps = twin_swaps(5, index, scene.instances, 11)
+        instance = swaps[0][0]
+        # One instance, redrawn as every other class once: the eleven twins name all eleven others.
+        assert {k for k, _ in swaps} == {instance}
+        assert sorted(name for _, name in swaps) == sorted(set(SHAPE_CLASSES) - {scene.instances[instance][0]})
+        for count in (1, 3):  # a shorter list is a prefix: twin 0 is the same however many are written
+            assert twin_swaps(5, index, scene.instances, count) == swaps[:count]
+    for bad in (0, 12):
+        with pytest.raises(ValueError, match="twins"):
+            twin_swaps(5, 0, sample(5, 0, 64).instances, bad)
+    out = write_dataset(tmp_path / "three", images=4, seed=3, size=64, twins=3)
+    assert json.loads((out / "split.json").read_text())["twins"] == 3
+    assert sorted(p.name for p in (out / "twins").iterdir()) == sorted(
+        twin_file_name(f"{i:06d}.png", k) for i in range(4) for k in range(3))
+    assert [twin_file_name("000002.png", k) for k in range(3)] == ["000002.png", "000002-1.png", "000002-2.png"]
+    for i in range(4):
+        scene = sample(3, i, 64, min_objects=1, max_objects=4)
+        for k in range(3):
+            expected = twin(3, i, 64, scene, k, min_objects=1, max_objects=4)
+            assert np.array_equal(np.asarray(Image.open(out / "twins" / twin_file_name(f"{i:06d}.png", k))), expected.image)
+    with pytest.raises(ValueError, match="twins"):
+        write_dataset(tmp_path / "bad", images=1, seed=3, size=64, twins=12)
+
+
+def test_shapes_data_writes_the_twins_it_is_asked_for_and_refuses_impossible_counts(tmp_path, capsys):
+    from chimera_trainer.cli import main
+
+    for count, expected in ((None, 1), ("0", 0), ("2", 2)):
+        out = tmp_path / f"twins{count}"
+        assert main(["shapes-data", "--out", str(out), "--images", "3", "--seed", "4", "--size", "32",
+                     *(["--twins", count] if count else [])]) == 0
+        assert json.loads((out / "split.json").read_text())["twins"] == expected
+        assert len(list((out / "twins").glob("*.png")) if expected else []) == 3 * expected
+        assert (out / "twins").exists() == bool(expected)
+    for bad in ("12", "-1", "two"):
+        with pytest.raises(SystemExit) as refused:
+            main(["shapes-data", "--out", str(tmp_path / "bad"), "--images", "3", "--twins", bad])
+        assert refused.value.code == 2, bad
+    assert "0..11 twins" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_twin_is_the_same_scene_with_one_shape_redrawn_as_another_class():

@@ -202,7 +202,7 @@ def test_sgd_twin_contrast_trains_on_twins_augmented_like_their_images(tmp_path)
 
     root = tmp_path / "shapes"
     write_dataset(root / "train", 8, seed=3, size=64)  # with twins, as every shapes folder by default
-    assert json.loads((root / "train" / "split.json").read_text())["twins"] is True
+    assert json.loads((root / "train" / "split.json").read_text())["twins"] == 1
     # Each twin file is the world's twin of its image.
     from chimera_engine.images import load_image
     for i in (0, 5):
@@ -212,13 +212,14 @@ def test_sgd_twin_contrast_trains_on_twins_augmented_like_their_images(tmp_path)
     base = build_dataset("shapes", root / "train", "train")
     # Augmented alike: with the image itself as its "twin" the two tensors are equal, at every seed.
     same = ZeroShotTrainSet(base, info, 64, (0.5,) * 3, (0.25,) * 3, (128, 64), (0.5, 2.0),
-                            twins=[image for image, _ in base.pairs])
+                            twins=[[image, image] for image, _ in base.pairs])
     for i in range(4):
-        image, _, twin_image = same[(i, (9, i))]
-        assert torch.equal(image, twin_image)
+        image, _, twin_images = same[(i, (9, i))]
+        assert twin_images.shape == (2, *image.shape)
+        assert torch.equal(image, twin_images[0]) and torch.equal(image, twin_images[1])
     # With the real twins, the pixels that differ after augmentation are the redrawn shape's: some, not most.
     real = ZeroShotTrainSet(base, info, 64, (0.5,) * 3, (0.25,) * 3, (128, 64), (0.5, 2.0), twins=twin_paths(base))
-    shares = [float(losses.changed_region(image[None], twin_image[None], (1, 1))) for image, _, twin_image in
+    shares = [float(losses.changed_region(image[None], twin_images[:1], (1, 1))) for image, _, twin_images in
               (real[(i, (9, i))] for i in range(8))]
     assert max(shares) > 0 and all(share < 0.5 for share in shares), shares
     for pool in ("image", "changed"):
@@ -226,6 +227,20 @@ def test_sgd_twin_contrast_trains_on_twins_augmented_like_their_images(tmp_path)
         log = [json.loads(line) for line in (tmp_path / pool / "metrics.jsonl").read_text().splitlines()]
         assert len(log) == 3 and all(r["twin"] > 0 for r in log)
         assert model.encoder is not None
+    # Three twins per image: a four-way choice. Same seed, weights, batch and first twin (a prefix), so
+    # the first step's loss only gains the two extra negatives' terms: strictly larger than with one.
+    three = tmp_path / "three"
+    write_dataset(three / "train", 8, seed=3, size=64, twins=3)
+    first = {}
+    for count in (1, 3):
+        _train(three, tmp_path / f"count{count}", iterations=2, twin_weight=1.0, twin_count=count)
+        log = [json.loads(line) for line in (tmp_path / f"count{count}" / "metrics.jsonl").read_text().splitlines()]
+        first[count] = log[0]["twin"]
+    assert first[3] > first[1] > 0, first
+    # Fewer twins on disk than the recipe asks for is refused before any work.
+    with pytest.raises(ChimeraError, match="2 twin"):
+        _train(root, tmp_path / "too_few", iterations=1, twin_weight=1.0, twin_count=2)
+    assert not (tmp_path / "too_few").exists()
     # Data without twins is refused before any work.
     plain = tmp_path / "plain_data"
     write_dataset(plain / "train", 4, seed=3, size=64, twins=False)

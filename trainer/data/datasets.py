@@ -63,7 +63,8 @@ SHAPES_LAYOUT = """\
   split.json                            {"classes": [...], "seen": [...], "unseen": [...],
                                          "background": "background" (optional: mask 0 as a class)}
   twins/<stem>.png                      (optional) the image with one shape redrawn as another class,
-                                        for SGD's twin contrast (twin_weight)"""
+  twins/<stem>-1.png, ...               and as further classes, for SGD's twin contrast (twin_weight,
+                                        twin_count)"""
 
 _INFO_FILES = {"voc": "voc2012.json", "voc2012": "voc2012.json",
                "coco-stuff": "coco_stuff164k.json", "coco_stuff164k": "coco_stuff164k.json",
@@ -333,13 +334,17 @@ def shapes_dataset(root: PathLike, split: str, transform: Transform | None = Non
     return SegmentationDataset(pairs, info, transform, label_table(info.num_classes, offset), SHAPES_LAYOUT)
 
 
-def twin_paths(dataset: SegmentationDataset) -> list[Path]:
-    """The twin image of each of a shapes dataset's images (``twins/<stem>.png`` beside ``images/``)."""
-    twins = [image.parent.parent / "twins" / image.name for image, _ in dataset.pairs]
-    missing = next((t for t in twins if not t.is_file()), None)
+def twin_paths(dataset: SegmentationDataset, count: int = 1) -> list[list[Path]]:
+    """The ``count`` twin images of each of a shapes dataset's images (``twins/`` beside ``images/``,
+    named by ``twin_file_name``)."""
+    from chimera_trainer.shapes.world import twin_file_name
+
+    twins = [[image.parent.parent / "twins" / twin_file_name(image.name, which) for which in range(count)]
+             for image, _ in dataset.pairs]
+    missing = next((t for item in twins for t in item if not t.is_file()), None)
     if missing is not None:
-        raise DatasetLayoutError("SGD's twin contrast needs the twin of every image (shapes data written with "
-                                 "twins); missing", missing, SHAPES_LAYOUT)
+        raise DatasetLayoutError(f"SGD's twin contrast needs {count} twin(s) of every image (shapes data written "
+                                 "with as many twins); missing", missing, SHAPES_LAYOUT)
     return twins
 
 

@@ -35,10 +35,12 @@ from chimera_engine.formats.png_masks import write_index_png
 from chimera_trainer.shapes.draw import background, shape_alpha
 
 __all__ = ["SHAPE_CLASSES", "SPLIT", "BACKGROUND", "COLORS", "CAPTION_TEMPLATES", "BACKGROUND_CAPTIONS", "Shape", "Sample",
-           "render_sample", "sample", "make_caption", "describe", "scene_objects", "twin", "twin_swap", "write_dataset"]
+           "render_sample", "sample", "make_caption", "describe", "scene_objects", "twin", "twin_swaps", "twin_file_name",
+           "MAX_TWINS", "write_dataset"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross", "heart",
                                   "crescent", "hexagon", "diamond", "pentagon", "arrow")
+MAX_TWINS = len(SHAPE_CLASSES) - 1  # a scene's twins redraw one shape as each other class at most once
 _UNSEEN = ("star", "heart", "hexagon")
 # Mask value 0 trains and scores as this seen class, so the models learn to say "no shape here" (and
 # the shapes models use it as their default background prompt: those pixels stay unlabeled).
@@ -255,48 +257,60 @@ def scene_objects(index: int, single_share: float, background_share: float = 0.0
     return (1, 1) if draw < background_share + single_share else (1, 4)
 
 
-def twin_swap(seed: int, index: int, instances: Sequence[tuple[str, str]]) -> tuple[int, str]:
-    """Which instance of scene ``index`` its twin redraws, and as which other class: both drawn at
-    random, from a generator of the scene's own (``render_sample(swap=...)``)."""
+def twin_swaps(seed: int, index: int, instances: Sequence[tuple[str, str]], count: int = 1) -> list[tuple[int, str]]:
+    """How scene ``index``'s ``count`` twins differ from it: one instance, drawn at random, redrawn as
+    ``count`` different other classes, drawn at random without replacement, from a generator of the
+    scene's own (``render_sample(swap=...)``). A prefix of a longer list is the shorter list, so the
+    first twin is the same whatever ``count``."""
+    if not 1 <= count <= MAX_TWINS:
+        raise ValueError(f"a scene has 1..{MAX_TWINS} twins, got {count}")
     pick = np.random.default_rng([seed, index, 7])
     k = int(pick.integers(len(instances)))
     others = [c for c in SHAPE_CLASSES if c != instances[k][0]]
-    return k, others[int(pick.integers(len(others)))]
+    return [(k, others.pop(int(pick.integers(len(others))))) for _ in range(count)]
 
 
-def twin(seed: int, index: int, size: int, scene: Sample, **kw) -> Sample | None:
-    """The twin of ``scene`` (image ``index`` of world ``seed``, drawn with ``kw``): None for a scene
-    with no shape."""
+def twin(seed: int, index: int, size: int, scene: Sample, which: int = 0, **kw) -> Sample | None:
+    """Twin ``which`` (0-based, ``twin_swaps``) of ``scene`` (image ``index`` of world ``seed``, drawn
+    with ``kw``): None for a scene with no shape."""
     if not scene.instances:
         return None
-    return render_sample(np.random.default_rng([seed, index]), size, swap=twin_swap(seed, index, scene.instances), **kw)
+    swap = twin_swaps(seed, index, scene.instances, which + 1)[which]
+    return render_sample(np.random.default_rng([seed, index]), size, swap=swap, **kw)
 
 
 def _file_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
+def twin_file_name(image_name: str, which: int) -> str:
+    """Where twin ``which`` of an image is written, under ``twins/``: the image's own name for the
+    first (the layout before a scene had several), ``<stem>-<which>.png`` for the others."""
+    return image_name if which == 0 else f"{Path(image_name).stem}-{which}.png"
+
+
 def _write_one(index: int, out_dir: str, seed: int, size: int, single_share: float,
-               twins: bool = False) -> tuple[int, str, list[ClassMask]]:
-    """Render image ``index``, write its image and mask PNGs (and its twin's image); return its
-    caption and COCO masks."""
+               twins: int = 0) -> tuple[int, str, list[ClassMask]]:
+    """Render image ``index``, write its image and mask PNGs (and its ``twins`` twins' images); return
+    its caption and COCO masks."""
     low, high = scene_objects(index, single_share)
     s = sample(seed, index, size, min_objects=low, max_objects=high)
     name = _file_name(index)
     Image.fromarray(s.image).save(Path(out_dir) / "images" / name, compress_level=1)
-    if twins:  # every written scene has a shape (min_objects 1), so every one has a twin
-        Image.fromarray(twin(seed, index, size, s, min_objects=low, max_objects=high).image).save(
-            Path(out_dir) / "twins" / name, compress_level=1)
+    for which in range(twins):  # every written scene has a shape (min_objects 1), so every one has twins
+        Image.fromarray(twin(seed, index, size, s, which, min_objects=low, max_objects=high).image).save(
+            Path(out_dir) / "twins" / twin_file_name(name, which), compress_level=1)
     write_index_png(Path(out_dir) / "masks" / name, s.labels, num_classes=len(SHAPE_CLASSES))
     return index, s.caption, encode_label_map(s.labels, len(SHAPE_CLASSES))
 
 
 def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, workers: int = 2,
-                  single_share: float = 0.0, twins: bool = True) -> Path:
+                  single_share: float = 0.0, twins: int = 1) -> Path:
     """Write images 0..images-1 of the world ``seed``; return ``out_dir``. ``single_share``: the share
     of images drawn with exactly one shape (``scene_objects``); at 0 every image holds 1-4 shapes.
-    ``twins``: also write each image's twin (``twin``: the scene with one shape redrawn as another
-    class) as ``twins/000000.png``, for SGD's twin contrast (the shapes recipe's ``twin_weight``).
+    ``twins``: how many twins of each image to write (``twin``: the scene with one shape redrawn as
+    another class; ``True`` is 1, ``False`` 0) as ``twins/000000.png``, ``twins/000000-1.png``, ...
+    (``twin_file_name``), for SGD's twin contrast (the shapes recipe's ``twin_weight``, ``twin_count``).
 
     Layout: ``images/000000.png`` (RGB), ``masks/000000.png`` (indexed PNG, 0 = background,
     k = 1 + index in SHAPE_CLASSES), ``annotations.json`` (semantic COCO ground truth, file names
@@ -307,12 +321,15 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    twins = int(twins)
+    if not 0 <= twins <= MAX_TWINS:
+        raise ValueError(f"a scene has 0..{MAX_TWINS} twins, got {twins}")
     if twins:
         (out / "twins").mkdir(exist_ok=True)
     if not 0.0 <= single_share <= 1.0:
         raise ValueError(f"single_share must lie in 0..1, got {single_share}")
     job = partial(_write_one, out_dir=str(out), seed=int(seed), size=int(size), single_share=float(single_share),
-                  twins=bool(twins))
+                  twins=twins)
     if images < 64 or workers <= 1:
         results = [job(i) for i in range(images)]
     else:
@@ -329,5 +346,5 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, 
     atomic_write_json(out / "split.json", {"classes": list(SHAPE_CLASSES), "seen": list(SPLIT["seen"]),
                                           "unseen": list(SPLIT["unseen"]), "background": BACKGROUND,
                                           "seed": int(seed), "size": int(size),
-                                          "single_share": float(single_share), "twins": bool(twins)})
+                                          "single_share": float(single_share), "twins": twins})
     return out
