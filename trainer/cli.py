@@ -164,11 +164,15 @@ def device_name(text: str) -> str:
     return text.strip()
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
@@ -184,10 +188,7 @@ def image_side(text: str) -> int:
 def twin_count(text: str) -> int:
     from chimera_trainer.shapes.world import MAX_TWINS
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _whole_number(text)
     if not 0 <= value <= MAX_TWINS:
         raise argparse.ArgumentTypeError(f"expected 0..{MAX_TWINS} twins, got {value}")
     return value
@@ -252,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--size", type=image_side, default=64, help="image side in pixels (16..1024)")
     d.add_argument("--twins", type=twin_count, default=1, metavar="K",
-                   help="twins written per image for SGD's twin contrast (0..11; the recipe's twin_count)")
+                   help="twins written per image for SGD's twin contrast (0 up to one per other shape class; "
+                        "the recipe's twin_count)")
     d.set_defaults(func=cmd_shapes_data)
 
     c = sub.add_parser("shapes-clip", help="pre-train the tiny shapes CLIP on image-caption pairs")
