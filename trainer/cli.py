@@ -113,10 +113,13 @@ def cmd_eval(args) -> int:
 
 
 def cmd_shapes_data(args) -> int:
+    import json
+
     from chimera_trainer.shapes import write_dataset
 
     path = write_dataset(args.out, images=args.images, seed=args.seed, size=args.size, twins=args.twins)
-    print(f"wrote {args.images} shapes images ({args.twins} twin(s) each) to {path}")
+    twins = json.loads((path / "split.json").read_text())["twins"]  # None: the shapes recipe's count
+    print(f"wrote {args.images} shapes images ({twins} twin(s) each) to {path}")
     return 0
 
 
@@ -252,9 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", type=positive_int, default=1000)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--size", type=image_side, default=64, help="image side in pixels (16..1024)")
-    d.add_argument("--twins", type=twin_count, default=1, metavar="K",
+    d.add_argument("--twins", type=twin_count, default=None, metavar="K",
                    help="twins written per image for SGD's twin contrast (0 up to one per other shape class; "
-                        "the recipe's twin_count)")
+                        "default: the shapes recipe's twin_count)")
     d.set_defaults(func=cmd_shapes_data)
 
     c = sub.add_parser("shapes-clip", help="pre-train the tiny shapes CLIP on image-caption pairs")

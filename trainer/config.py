@@ -345,12 +345,14 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # SGD's twin contrast (twin_weight 1; ours, stop 30): held-out hIoU 48.4 / 49.8 vs 33.6 / 36.1 for the
     # same seed, data and CLIP without it (seed 0), 38.2 / 40.6 vs 31.5 / 35.6 at seed 1 on the older CLIP;
     # heart IoU 0.24 vs 0.02; the shipped two-thread build 50.8 / 51.1 (benchmarks/results/shapes_twin_contrast_paired.json).
-    # Six twins per image (twin_count 6, stop 32, one one-thread build, not yet the default): 58.4 / 59.3, seen 70 / 71
-    # (benchmarks/results/shapes_twin_weight_count_paired.json).
+    # Six twins per image (twin_count 6; stop 32's one-thread build 58.4 / 59.3, seen 70 / 71, vs 48.4 / 49.8 paired,
+    # benchmarks/results/shapes_twin_weight_count_paired.json); the shipped two-thread build (stop 33) 59.4 / 60.7,
+    # seen 69.3 / 70.2, the demo unchanged, for a 58 % longer Chimera-Seg stage (35.6 min against 22.6;
+    # benchmarks/results/shapes_bundle_twin_count6.json).
     "shapes": {"crop_size": 64, "resize_scale": (128, 64), "resize_ratio": (1.0, 1.0),
                "clip": "shapes-tiny/bundled:shapes-clip", "body": "shapes-r18-l3", "token_stride": 4, "csh_depth": 4,
                "pretrained_backbone": False,
                "iterations": 6000, "batch_size": 16, "lr": 2e-3, "head_lr_mult": 1.0, "warmup_iterations": 100,
                "amp": "none", "eval_short_side": 64, "eval_window": 64, "eval_stride": 48, "checkpoint_every": 500,
-               "workers": 2, "twin_weight": 1.0},
+               "workers": 2, "twin_weight": 1.0, "twin_count": 6},
 }

@@ -16,6 +16,7 @@ from pycocotools.coco import COCO
 
 from chimera_engine.formats.coco import validate_coco
 from chimera_engine.formats.png_masks import read_index_png
+from chimera_trainer.config import DATASET_DEFAULTS
 from chimera_trainer.shapes import SHAPE_CLASSES, SPLIT, Sample, render_sample, sample, write_dataset
 from chimera_trainer.shapes.draw import shape_alpha
 from chimera_trainer.shapes.world import CAPTION_TEMPLATES, COLORS, MIN_VISIBLE
@@ -204,7 +205,7 @@ def test_write_dataset_layout_and_ground_truth(tmp_path):
     split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert split == {"classes": list(SHAPE_CLASSES), "seen": SPLIT["seen"], "unseen": SPLIT["unseen"],
                      "background": "background", "seed": 7, "size": 128, "single_share": 0.0,
-                     "twins": 1}
+                     "twins": DATASET_DEFAULTS["shapes"]["twin_count"]}  # by default as many as the recipe trains on
     assert len(split["seen"]) == 9 and len(split["unseen"]) == 3
     assert set(split["seen"]) | set(split["unseen"]) == set(split["classes"])
     assert not set(split["seen"]) & set(split["unseen"])
@@ -296,7 +297,8 @@ def test_a_scenes_twins_redraw_one_shape_as_distinct_classes_and_the_first_never
 def test_shapes_data_writes_the_twins_it_is_asked_for_and_refuses_impossible_counts(tmp_path, capsys):
     from chimera_trainer.cli import main
 
-    for count, expected in ((None, 1), ("0", 0), ("2", 2)):
+    # By default as many as the shapes recipe trains on (zss refuses a folder with fewer).
+    for count, expected in ((None, DATASET_DEFAULTS["shapes"]["twin_count"]), ("0", 0), ("2", 2)):
         out = tmp_path / f"twins{count}"
         assert main(["shapes-data", "--out", str(out), "--images", "3", "--seed", "4", "--size", "32",
                      *(["--twins", count] if count else [])]) == 0

@@ -10,7 +10,7 @@ import torch
 
 from chimera_engine.models import load_model
 from chimera_trainer.cli import main as train_main
-from chimera_trainer.config import TrainConfig
+from chimera_trainer.config import DATASET_DEFAULTS, TrainConfig
 from chimera_trainer.data.datasets import build_dataset, load_info
 from chimera_trainer.shapes import BACKGROUND, SPLIT, write_dataset
 from chimera_trainer.zss import train
@@ -201,8 +201,9 @@ def test_sgd_twin_contrast_trains_on_twins_augmented_like_their_images(tmp_path)
     from chimera_trainer.train_data import ZeroShotTrainSet
 
     root = tmp_path / "shapes"
-    write_dataset(root / "train", 8, seed=3, size=64)  # with twins, as every shapes folder by default
-    assert json.loads((root / "train" / "split.json").read_text())["twins"] == 1
+    write_dataset(root / "train", 8, seed=3, size=64)  # with twins, as every shapes folder by default:
+    recipe_twins = DATASET_DEFAULTS["shapes"]["twin_count"]
+    assert json.loads((root / "train" / "split.json").read_text())["twins"] == recipe_twins
     # Each twin file is the world's twin of its image.
     from chimera_engine.images import load_image
     for i in (0, 5):
@@ -238,8 +239,8 @@ def test_sgd_twin_contrast_trains_on_twins_augmented_like_their_images(tmp_path)
         first[count] = log[0]["twin"]
     assert first[3] > first[1] > 0, first
     # Fewer twins on disk than the recipe asks for is refused before any work.
-    with pytest.raises(ChimeraError, match="2 twin"):
-        _train(root, tmp_path / "too_few", iterations=1, twin_weight=1.0, twin_count=2)
+    with pytest.raises(ChimeraError, match=f"{recipe_twins + 1} twin"):
+        _train(root, tmp_path / "too_few", iterations=1, twin_weight=1.0, twin_count=recipe_twins + 1)
     assert not (tmp_path / "too_few").exists()
     # Data without twins is refused before any work.
     plain = tmp_path / "plain_data"

@@ -305,11 +305,12 @@ def _write_one(index: int, out_dir: str, seed: int, size: int, single_share: flo
 
 
 def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, workers: int = 2,
-                  single_share: float = 0.0, twins: int = 1) -> Path:
+                  single_share: float = 0.0, twins: int | None = None) -> Path:
     """Write images 0..images-1 of the world ``seed``; return ``out_dir``. ``single_share``: the share
     of images drawn with exactly one shape (``scene_objects``); at 0 every image holds 1-4 shapes.
     ``twins``: how many twins of each image to write (``twin``: the scene with one shape redrawn as
-    another class; ``True`` is 1, ``False`` 0) as ``twins/000000.png``, ``twins/000000-1.png``, ...
+    another class; ``True`` is 1, ``False`` 0; None: as many as the shapes recipe's ``twin_count``, so
+    the folder trains as it is) as ``twins/000000.png``, ``twins/000000-1.png``, ...
     (``twin_file_name``), for SGD's twin contrast (the shapes recipe's ``twin_weight``, ``twin_count``).
 
     Layout: ``images/000000.png`` (RGB), ``masks/000000.png`` (indexed PNG, 0 = background,
@@ -321,6 +322,10 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: int = 128, 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    if twins is None:
+        from chimera_trainer.config import DATASET_DEFAULTS  # the recipe's module reads MAX_TWINS from here
+
+        twins = DATASET_DEFAULTS["shapes"]["twin_count"]
     twins = int(twins)
     if not 0 <= twins <= MAX_TWINS:
         raise ValueError(f"a scene has 0..{MAX_TWINS} twins, got {twins}")
