@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     root = args.work / "shapes"
     if not (root / "val" / "split.json").is_file():
         write_dataset(root / "train", args.train_images, seed=TRAIN_SEED, size=SIZE)
-        write_dataset(root / "val", args.val_images, seed=VAL_SEED, size=SIZE)
+        write_dataset(root / "val", args.val_images, seed=VAL_SEED, size=SIZE, twins=0)  # never trained on
     cfg = shapes_train_config(root, f"shapes-tiny/{bundled_model_path('shapes-clip')}", seed=TRAIN_SEED,
                               **({"iterations": args.iterations} if args.iterations else {}))
     cfg = TrainConfig.from_dict(apply_overrides(cfg.to_dict(), args.set))

@@ -170,7 +170,8 @@ def _build(out: Path, work: Path, pick: int, reuse_clip: bool, zss_overrides: di
     if context.is_main:
         write_dataset(data_root / "train", SCHEDULES["train_images"][pick], seed=TRAIN_SEED, size=SIZE,
                       single_share=single_share, twins=cfg.twin_count)
-        write_dataset(data_root / "val", SCHEDULES["val_images"][pick], seed=VAL_SEED, size=SIZE)
+        # Validation never trains, so it needs no twins.
+        write_dataset(data_root / "val", SCHEDULES["val_images"][pick], seed=VAL_SEED, size=SIZE, twins=0)
         torch.manual_seed(TRAIN_SEED)
         dense = dense_clip_model(ClipSpec("shapes-tiny", str(clip_weights)))
         dense.templates, dense.inference, dense.background = "single", shapes_inference(), [BACKGROUND]

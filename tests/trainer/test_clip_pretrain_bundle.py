@@ -319,6 +319,7 @@ def test_bundle_set_reaches_the_chimera_stage_and_a_bad_one_is_refused_before_an
     assert train_split["single_share"] == 1.0  # the option reached the training images
     val_split = json.loads((tmp_path / "w" / "shapes" / "val" / "split.json").read_text(encoding="utf-8"))
     assert val_split["single_share"] == 0.0  # and not the val images, which stay the world's own
+    assert val_split["twins"] == 0 and not (tmp_path / "w" / "shapes" / "val" / "twins").exists()  # never trained on
     assert (cfg.sgd_weight, cfg.seed, cfg.dataset) == (3.0, 5, "shapes")
     assert cfg.iterations == 20 and cfg.clip.startswith("shapes-tiny/")  # the bundle's own keys kept
     # The recipe's twin contrast has as many twins of every training image as it asks for.
