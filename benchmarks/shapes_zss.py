@@ -191,7 +191,7 @@ def _load(path: Path, settings: dict, fresh: bool) -> dict:
     return stored
 
 
-def main(argv=None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 seed, short schedule, small data")
     p.add_argument("--seeds", type=int, nargs="*", default=None)
@@ -210,13 +210,29 @@ def main(argv=None) -> dict:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change the shapes recipe for every trained row (a TrainConfig key, e.g. tau=0.03); "
                         "stored in the settings, so use another --results file")
+    return p
+
+
+def _clip_and_iterations(args) -> tuple[str, int]:
+    return (args.clip or f"shapes-tiny/{bundled_model_path('shapes-clip')}",
+            args.iterations or (150 if args.quick else DEFAULT_ITERATIONS))
+
+
+def settings_of(argv) -> dict:
+    """The settings a command line's runs are stored under, without running anything: what decides
+    whether it resumes a results file (the README's rerun command is checked against the committed one)."""
+    args = _parser().parse_args(argv)
+    return _settings(args, *_clip_and_iterations(args))
+
+
+def main(argv=None) -> dict:
+    p = _parser()
     args = p.parse_args(argv)
     unknown = sorted(set(args.rows or ()) - set(ROWS))
     if unknown:
         p.error(f"unknown rows {unknown}; rows are {list(ROWS)}")
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    iterations = args.iterations or (150 if args.quick else DEFAULT_ITERATIONS)
-    clip = args.clip or f"shapes-tiny/{bundled_model_path('shapes-clip')}"
+    clip, iterations = _clip_and_iterations(args)
     rows = {k: v for k, v in ROWS.items() if not args.rows or k in args.rows}
     results_path = args.results or (None if args.quick else RESULTS)
     settings = _settings(args, clip, iterations)

@@ -123,3 +123,49 @@ def test_the_clip_is_identified_by_its_weights_not_its_metadata(tmp_path):
     digest = {name: bench.weights_digest(tmp_path / f"{name}.safetensors") for name in "abc"}
     assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "b.safetensors").read_bytes()
     assert digest["a"] == digest["b"] != digest["c"]
+
+
+def _readme_rerun_command():
+    """The README's command that reruns the committed ablation table: (git commit, path in it, argv)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    found = re.findall(r"`[^`]*git show (\w+):(\S+) > (\S+) && python benchmarks/shapes_zss\.py ([^`]*)`", readme)
+    assert len(found) == 1, "the README names one command that reruns the committed ablation table"
+    commit, path_in_git, local_copy, args = found[0]
+    argv = shlex.split(args)
+    assert argv[argv.index("--clip") + 1] == f"shapes-tiny/{local_copy}"
+    return commit, path_in_git, argv
+
+
+def _committed_settings():
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parents[2] / "benchmarks/results/shapes_zss.json").read_text())["settings"]
+
+
+def test_the_readmes_rerun_command_resumes_the_committed_table():
+    """A recipe key added later (twin_count at stop 32) silently made the README's command ask for --fresh."""
+    _, _, argv = _readme_rerun_command()
+    argv[argv.index("--clip") + 1] = "shapes-tiny/no-such-dir/shapes-clip.safetensors"  # the CLIP: next test
+    settings = load_benchmark().settings_of(argv)
+    committed = _committed_settings()
+    assert set(settings) == set(committed)
+    assert {k: v for k, v in settings.items() if k != "clip"} == {k: v for k, v in committed.items() if k != "clip"}
+
+
+def test_the_readmes_rerun_command_names_the_committed_tables_clip(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    commit, path_in_git, argv = _readme_rerun_command()
+    root = Path(__file__).parents[2]
+    shown = subprocess.run(["git", "show", f"{commit}:{path_in_git}"], cwd=root, capture_output=True)
+    if shown.returncode != 0:  # a shallow clone lacks the commit; the recipe half above still runs
+        pytest.skip(f"git history without {commit}: {shown.stderr.decode(errors='replace').strip()[:200]}")
+    clip = tmp_path / Path(argv[argv.index("--clip") + 1]).name
+    clip.write_bytes(shown.stdout)
+    argv[argv.index("--clip") + 1] = f"shapes-tiny/{clip}"
+    assert load_benchmark().settings_of(argv)["clip"] == _committed_settings()["clip"]
