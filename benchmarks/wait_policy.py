@@ -52,6 +52,7 @@ def switches():
         return sum(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
 
 marks, threads_used = {{}}, set()  # threads: what the engine's budget gave torch (inference only)
+in_force = {{}}  # the recipe keys a Chimera child was given, as its training config read them
 def mark(step):
     if step in ({skip}, {steps}):
         marks[step] = (time.perf_counter(), _cpu_times(), switches())
@@ -76,9 +77,10 @@ def log(self, record):  # the loop logs every step here (log_every=1)
     return logged(self, record)
 zss.RunDir.log = log
 with tempfile.TemporaryDirectory() as tmp:
-    write_dataset(Path(tmp) / "shapes" / "train", 256, seed=TRAIN_SEED, size=SIZE)
     cfg = shapes_train_config(Path(tmp) / "shapes", "shapes-tiny/random", iterations={steps}, seed=TRAIN_SEED,
-                              log_every=1, checkpoint_every={steps})
+                              log_every=1, checkpoint_every={steps}, **{overrides!r})
+    in_force.update({{key: getattr(cfg, key) for key in {overrides!r}}})
+    write_dataset(Path(tmp) / "shapes" / "train", 256, seed=TRAIN_SEED, size=SIZE, twins=cfg.twin_count)
     zss.train(cfg, tmp + "/run", build_dataset("shapes", Path(tmp) / "shapes" / "train", "train"),
               load_info("shapes", Path(tmp) / "shapes" / "train"), device="cpu", fresh=True, show_progress=False)
 """,
@@ -100,18 +102,21 @@ _REPORT = """
 ticks = [b - a for a, b in zip(c0, c1)]
 print(json.dumps({{"seconds_per_step": (t1 - t0) / ({steps} - {skip}), "idle_share": ticks[3] / sum(ticks),
                   "steal_share": ticks[7] / sum(ticks), "sleeps_per_step": (s1 - s0) / ({steps} - {skip}),
-                  "omp_wait_policy_at_start": policy_at_start, "threads": sorted(threads_used) or None}}))
+                  "omp_wait_policy_at_start": policy_at_start, "threads": sorted(threads_used) or None,
+                  **({{"overrides_in_force": in_force}} if in_force else {{}})}}))
 """
 
 
-def run_child(stage: str, policy: str, size: int, steps: int, skip: int, batch: int, model: str = "") -> dict:
+def run_child(stage: str, policy: str, size: int, steps: int, skip: int, batch: int, model: str = "",
+              overrides: dict | None = None) -> dict:
+    """One child's timing. ``overrides``: keys of the shapes recipe the Chimera stage trains with instead."""
     # Each child gets its policy alone (``import chimera_engine`` above set PASSIVE in this process).
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy
     env.setdefault("HF_HUB_OFFLINE", "1")
     code = (_PRELUDE + _LOOPS[stage] + _REPORT).format(policy=policy, root=str(ROOT), steps=steps, skip=skip,
-                                                      batch=batch, size=size, model=model)
+                                                      batch=batch, size=size, model=model, overrides=dict(overrides or {}))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
