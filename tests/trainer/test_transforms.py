@@ -84,6 +84,42 @@ def test_random_crop_respects_cat_max_ratio(ignore):
     assert 0.3 < np.mean(without) < 0.7
 
 
+def _mmseg_random_crop(sample, size, cat_max_ratio, ignore_index, rng):
+    """mmseg's RandomCrop transcribed directly (np.unique, every try judged), for the comparison below."""
+    image, label = sample["image"], sample["label"]
+    h, w = label.shape
+
+    def bbox():
+        off_h, off_w = int(rng.integers(0, max(h - size, 0) + 1)), int(rng.integers(0, max(w - size, 0) + 1))
+        return off_h, off_h + size, off_w, off_w + size
+
+    y1, y2, x1, x2 = bbox()
+    for _ in range(10):
+        values, counts = np.unique(label[y1:y2, x1:x2], return_counts=True)
+        counts = counts[values != ignore_index]
+        if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
+            break
+        y1, y2, x1, x2 = bbox()
+    return image[y1:y2, x1:x2], label[y1:y2, x1:x2]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_random_crop_equals_mmsegs_draw_for_draw(dtype):
+    # The fast paths (a count per value for uint8 labels; one judgement where the image is no larger
+    # than the crop) must crop the same and leave the random stream where mmseg's loop leaves it.
+    world = np.random.default_rng(7)
+    for case in range(300):
+        h, w = (int(v) for v in world.choice([40, 64, 80, 130], 2))
+        label = world.integers(0, world.choice([1, 2, 4]), (h, w)).astype(dtype)
+        label[: int(world.integers(0, h)), : int(world.integers(0, w))] = world.choice([0, 3, 255])
+        s = {"image": world.integers(0, 256, (h, w, 3)).astype(np.uint8), "label": label}
+        ours_rng, ref_rng = np.random.default_rng(case), np.random.default_rng(case)
+        out = RandomCrop(64, 0.75, 255)(s, rng=ours_rng)
+        image, crop = _mmseg_random_crop(s, 64, 0.75, 255, ref_rng)
+        assert np.array_equal(out["label"], crop) and np.array_equal(out["image"], image)
+        assert ours_rng.random() == ref_rng.random()  # the next draw is the same: the streams agree
+
+
 def test_random_crop_size_and_alignment():
     s = sample(100, 120)
     s["image"][..., 0] = s["label"] * 40  # red channel encodes the label

@@ -101,8 +101,14 @@ class RandomCrop(_Random):
         return off_h, off_h + self.size[0], off_w, off_w + self.size[1]
 
     def _acceptable(self, label: np.ndarray) -> bool:
-        values, counts = np.unique(label, return_counts=True)
-        counts = counts[values != self.ignore_index]
+        if label.dtype == np.uint8:  # a count per value: ~10x faster than np.unique's sort, same counts
+            counts = np.bincount(label.ravel(), minlength=256)
+            if 0 <= self.ignore_index < 256:
+                counts[self.ignore_index] = 0
+            counts = counts[counts > 0]
+        else:
+            values, counts = np.unique(label, return_counts=True)
+            counts = counts[values != self.ignore_index]
         return len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
@@ -111,8 +117,11 @@ class RandomCrop(_Random):
         h, w = label.shape[:2]
         y1, y2, x1, x2 = self._bbox(h, w, rng)
         if self.cat_max_ratio < 1.0:
+            # An image no larger than the crop has one crop (itself), so it is judged once; the
+            # retries still draw, so the transforms after this one see the same random stream.
+            verdict = self._acceptable(label) if h <= self.size[0] and w <= self.size[1] else None
             for _ in range(10):
-                if self._acceptable(label[y1:y2, x1:x2]):
+                if self._acceptable(label[y1:y2, x1:x2]) if verdict is None else verdict:
                     break
                 y1, y2, x1, x2 = self._bbox(h, w, rng)
         return dict(sample, image=np.ascontiguousarray(image[y1:y2, x1:x2]),
