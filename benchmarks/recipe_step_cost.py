@@ -35,8 +35,9 @@ def parse_variant(text: str) -> dict:
     return overrides
 
 
-def measure(variants: list[str], rounds: int = 3, steps: int = 150, skip: int = 50) -> dict:
-    settings = {text: parse_variant(text) for text in variants}  # all refused or none, before any run
+def measure(settings: dict[str, dict], rounds: int = 3, steps: int = 150, skip: int = 50) -> dict:
+    """``settings``: each variant's text and the recipe keys it sets (``parse_variant``), in order."""
+    variants = list(settings)
     runs: dict[str, list[dict]] = {text: [] for text in variants}
     for round_ in range(rounds):
         for text in variants[round_ % len(variants):] + variants[:round_ % len(variants)]:
@@ -71,12 +72,13 @@ def main(argv=None) -> int:
         p.error("name at least two different --variant values")
     if not 0 < args.skip < args.steps:
         p.error("--skip must be between 0 and --steps")
-    for text in variants:
+    settings = {}
+    for text in variants:  # all refused or none, before any run
         try:
-            parse_variant(text)
+            settings[text] = parse_variant(text)
         except ChimeraError as exc:
             p.error(f"--variant {text!r}: {exc}")
-    publish(measure(variants, args.rounds, args.steps, args.skip), args.out)
+    publish(measure(settings, args.rounds, args.steps, args.skip), args.out)
     return 0
 
 

@@ -116,7 +116,8 @@ def run_child(stage: str, policy: str, size: int, steps: int, skip: int, batch: 
         env["OMP_WAIT_POLICY"] = policy
     env.setdefault("HF_HUB_OFFLINE", "1")
     code = (_PRELUDE + _LOOPS[stage] + _REPORT).format(policy=policy, root=str(ROOT), steps=steps, skip=skip,
-                                                      batch=batch, size=size, model=model, overrides=dict(overrides or {}))
+                                                      batch=batch, size=size, model=model,
+                                                      overrides=dict(overrides or {}))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])

@@ -348,7 +348,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # Six twins per image (twin_count 6; stop 32's one-thread build 58.4 / 59.3, seen 70 / 71, vs 48.4 / 49.8 paired,
     # benchmarks/results/shapes_twin_weight_count_paired.json); the shipped two-thread build (stop 33) 59.4 / 60.7,
     # seen 69.3 / 70.2, the demo unchanged (benchmarks/results/shapes_bundle_twin_count6.json), for a 1.61x
-    # costlier training step (35.6 min of stage; benchmarks/results/recipe_step_cost_twins.json).
+    # costlier training step (35.6 min of stage; benchmarks/results/recipe_step_cost_twins.json). Over training
+    # seeds 0-2 it averages 52.5 / 53.8 (one twin 45.6 / 46.6): seed 0 is its best draw (stop 35, SHAPES.md).
     "shapes": {"crop_size": 64, "resize_scale": (128, 64), "resize_ratio": (1.0, 1.0),
                "clip": "shapes-tiny/bundled:shapes-clip", "body": "shapes-r18-l3", "token_stride": 4, "csh_depth": 4,
                "pretrained_backbone": False,
