@@ -349,7 +349,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # benchmarks/results/shapes_twin_weight_count_paired.json); the shipped two-thread build (stop 33) 59.4 / 60.7,
     # seen 69.3 / 70.2, the demo unchanged (benchmarks/results/shapes_bundle_twin_count6.json), for a 1.61x
     # costlier training step (35.6 min of stage; benchmarks/results/recipe_step_cost_twins.json). Over training
-    # seeds 0-2 it averages 52.5 / 53.8 (one twin 45.6 / 46.6): seed 0 is its best draw (stop 35, SHAPES.md).
+    # seeds 0-3 it averages 51.5 / 53.2 (one twin, seeds 0-2: 45.6 / 46.6): seed 0 is its best draw (stop 35).
     "shapes": {"crop_size": 64, "resize_scale": (128, 64), "resize_ratio": (1.0, 1.0),
                "clip": "shapes-tiny/bundled:shapes-clip", "body": "shapes-r18-l3", "token_stride": 4, "csh_depth": 4,
                "pretrained_backbone": False,
